@@ -1,0 +1,70 @@
+import { Context } from '@temporalio/activity';
+import type { ActivityDeps } from './deps.js';
+import * as snapshots from '../catalog/snapshots.js';
+import * as operations from '../catalog/operations.js';
+import * as sandboxes from '../catalog/sandboxes.js';
+import type { SandboxState, SnapshotKind } from '../catalog/schema.js';
+
+/** Activities on the catalog and the object store: they run on the shared task queue. */
+export function createCatalogActivities({ db, store, limits, log }: ActivityDeps) {
+  return {
+    async reserveSnapshot(r: { snapshotId: string; accountId: string; sandboxId: string; name: string; kind: SnapshotKind; objectKey: string }) {
+      const out = await snapshots.reserveSnapshot(
+        db,
+        { id: r.snapshotId, accountId: r.accountId, sandboxId: r.sandboxId, name: r.name, kind: r.kind, objectKey: r.objectKey },
+        limits,
+      );
+      return { objectKey: out.snapshot.object_key, replaces: out.replaces };
+    },
+
+    async recordOperation(rec: operations.NewOperationRecord): Promise<void> {
+      await operations.insertOperation(db, rec);
+    },
+
+    async reportStep(operationId: string, step: string, bytesTotal?: number | null): Promise<void> {
+      await operations.setOperationProgress(db, operationId, { step, bytesDone: 0, ...(bytesTotal === undefined ? {} : { bytesTotal }) });
+    },
+
+    async finishOperation(operationId: string, outcome: operations.OperationOutcome): Promise<void> {
+      await operations.finishOperation(db, operationId, outcome);
+      log.info({ operationId, status: outcome.status, error: outcome.error }, 'operation finished');
+    },
+
+    async markSnapshotReady(snapshotId: string, sizeBytes: number, sha256: string): Promise<void> {
+      await snapshots.markSnapshotReady(db, snapshotId, sizeBytes, sha256);
+    },
+
+    async markSnapshotFailed(snapshotId: string, code: string, message: string): Promise<void> {
+      await snapshots.markSnapshotFailed(db, snapshotId, code, message);
+    },
+
+    async beginDeleteSnapshot(snapshotId: string, operationId: string): Promise<{ objectKey: string; alreadyDeleted: boolean }> {
+      const snap = await snapshots.markSnapshotDeleting(db, snapshotId, operationId);
+      return { objectKey: snap.object_key, alreadyDeleted: snap.state === 'deleted' };
+    },
+
+    async markSnapshotDeleted(snapshotId: string): Promise<void> {
+      await snapshots.markSnapshotDeleted(db, snapshotId);
+    },
+
+    async claimSnapshotForRead(snapshotId: string): Promise<{ objectKey: string; sha256: string; sizeBytes: number; sandboxId: string }> {
+      const s = await snapshots.claimSnapshotForRead(db, snapshotId);
+      return { objectKey: s.object_key, sha256: s.sha256 ?? '', sizeBytes: Number(s.size_bytes ?? 0), sandboxId: s.sandbox_id };
+    },
+
+    /** Removes an object and whatever an interrupted upload of it left behind. */
+    async deleteObject(key: string): Promise<void> {
+      Context.current().heartbeat();
+      await store.abortIncomplete(key);
+      await store.delete(key);
+    },
+
+    async setSandboxState(sandboxId: string, state: SandboxState): Promise<void> {
+      await sandboxes.setSandboxState(db, sandboxId, state);
+    },
+
+    async getSandboxState(sandboxId: string): Promise<SandboxState | 'missing'> {
+      return (await sandboxes.getSandbox(db, sandboxId))?.state ?? 'missing';
+    },
+  };
+}

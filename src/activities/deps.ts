@@ -1,0 +1,19 @@
+import type { Logger } from 'pino';
+import type { CatalogDb } from '../catalog/db.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { SandboxRuntime } from '../sandbox/runtime.js';
+import type { Limits } from '../config.js';
+
+/** What activities are built over; tests and the worker inject real adapters. */
+export interface ActivityDeps {
+  db: CatalogDb;
+  store: BlobStore;
+  runtime: SandboxRuntime;
+  limits: Limits;
+  log: Logger;
+  /**
+   * Called at named points inside data-moving activities ("upload:progress", "restore:extracting", …).
+   * Tests arm it to fail a step on purpose and prove the rollback; production leaves it unset.
+   */
+  faultHook?: (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
+}

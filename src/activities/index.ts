@@ -1,0 +1,19 @@
+import type { ActivityDeps } from './deps.js';
+import { createCatalogActivities } from './catalog-activities.js';
+import { createSandboxActivities } from './sandbox-activities.js';
+import { withFailureMapping } from './failures.js';
+
+export type { ActivityDeps } from './deps.js';
+
+/** Activities for the shared task queue: catalog and object store. */
+export function createSharedActivities(deps: ActivityDeps) {
+  return withFailureMapping(createCatalogActivities(deps));
+}
+
+/** Activities for a host's own task queue: the sandboxes' disks and processes. */
+export function createHostActivities(deps: ActivityDeps) {
+  return withFailureMapping(createSandboxActivities(deps));
+}
+
+export type SharedActivities = ReturnType<typeof createSharedActivities>;
+export type HostActivities = ReturnType<typeof createHostActivities>;

@@ -1,0 +1,31 @@
+import type { ActivityDeps } from './deps.js';
+import { uploadSnapshot, type UploadSnapshotInput } from './snapshot-upload.js';
+
+/** Activities that touch a sandbox's disk or processes: they run on its host's task queue. */
+export function createSandboxActivities(deps: ActivityDeps) {
+  const { runtime } = deps;
+  return {
+    /** Stops the sandbox's processes and flushes its tree; reports whether they were already stopped. */
+    async quiesceSandbox(sandboxId: string): Promise<{ wasStopped: boolean }> {
+      const before = await runtime.processState(sandboxId);
+      await runtime.quiesce(sandboxId);
+      return { wasStopped: before === 'stopped' };
+    },
+
+    async resumeSandbox(sandboxId: string): Promise<void> {
+      await runtime.resume(sandboxId);
+    },
+
+    async pauseSandbox(sandboxId: string): Promise<void> {
+      await runtime.pause(sandboxId);
+    },
+
+    async destroySandbox(sandboxId: string): Promise<void> {
+      await runtime.destroy(sandboxId);
+    },
+
+    async uploadSnapshot(input: UploadSnapshotInput) {
+      return uploadSnapshot(deps, input);
+    },
+  };
+}

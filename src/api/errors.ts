@@ -1,0 +1,28 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { ZodError } from 'zod';
+import { CagedError, ERROR_STATUS, isErrorCode } from '../shared/errors.js';
+
+export function sendError(reply: FastifyReply, code: keyof typeof ERROR_STATUS, message: string, details?: Record<string, unknown>) {
+  return reply.status(ERROR_STATUS[code]).send({ error: { code, message, ...(details ? { details } : {}) } });
+}
+
+/** Every failure leaves as {"error":{"code","message"}}; a bare 500 never does. */
+export function errorHandler(err: FastifyError | Error, req: FastifyRequest, reply: FastifyReply) {
+  if (err instanceof CagedError) return sendError(reply, err.code, err.message, err.details);
+  if (err instanceof ZodError) {
+    const msg = err.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+    return sendError(reply, 'invalid_input', msg);
+  }
+  const fe = err as FastifyError;
+  if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'too_large', 'request body is too large');
+  if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+    return sendError(reply, 'invalid_input', fe.message);
+  }
+  if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return sendError(reply, fe.statusCode === 404 ? 'not_found' : 'invalid_input', fe.message);
+  }
+  const code = (err as { code?: unknown }).code;
+  if (isErrorCode(code)) return sendError(reply, code, err.message);
+  req.log.error({ err }, 'request failed');
+  return sendError(reply, 'internal', `internal error: ${err.message}`);
+}

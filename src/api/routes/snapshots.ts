@@ -1,0 +1,66 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { AppContext } from '../../service/context.js';
+import { accountOf } from '../auth.js';
+import { idempotent } from '../idempotency.js';
+import { sandboxIdParam } from './sandboxes.js';
+import { getAccountSandbox, getSandbox } from '../../catalog/sandboxes.js';
+import { getAccountSnapshot, listSandboxSnapshots, reserveSnapshot, snapshotDto } from '../../catalog/snapshots.js';
+import { submitOperation } from '../../service/operations.js';
+import { snapshotObjectKey } from '../../workflows/snapshot-steps.js';
+import { newSnapshotId, SNAPSHOT_ID_RE } from '../../shared/ids.js';
+import { CagedError } from '../../shared/errors.js';
+
+const createBody = z.object({ name: z.string() }).strict();
+export const snapshotIdParam = z.object({ id: z.string().regex(SNAPSHOT_ID_RE, 'not a snapshot id') });
+
+export function snapshotRoutes(app: FastifyInstance, ctx: AppContext) {
+  app.post(
+    '/v1/sandboxes/:id/snapshots',
+    idempotent(ctx, async (req) => {
+      const { id } = sandboxIdParam.parse(req.params);
+      const { name } = createBody.parse(req.body ?? {});
+      const sandbox = await getAccountSandbox(ctx.db, accountOf(req).id, id);
+      if (sandbox.state === 'creating') throw new CagedError('invalid_state', `sandbox ${id} is still being created`);
+      const snapshotId = newSnapshotId();
+      // Reserved here so that a taken name or a limit is answered at once with 409/422.
+      const { snapshot } = await reserveSnapshot(
+        ctx.db,
+        { id: snapshotId, accountId: sandbox.account_id, sandboxId: id, name, kind: 'manual', objectKey: snapshotObjectKey(id, snapshotId) },
+        ctx.config.limits,
+      );
+      const operation = await submitOperation(ctx, sandbox, 'create_snapshot', { sandboxId: id, snapshotId, name, kind: 'manual' }, { snapshotId });
+      return { status: 202, body: { snapshot: snapshotDto(snapshot), operation } };
+    }),
+  );
+
+  app.get('/v1/sandboxes/:id/snapshots', async (req) => {
+    const { id } = sandboxIdParam.parse(req.params);
+    await getAccountSandbox(ctx.db, accountOf(req).id, id);
+    return { snapshots: (await listSandboxSnapshots(ctx.db, id)).map(snapshotDto) };
+  });
+
+  app.get('/v1/snapshots/:id', async (req) => {
+    const { id } = snapshotIdParam.parse(req.params);
+    return snapshotDto(await getAccountSnapshot(ctx.db, accountOf(req).id, id));
+  });
+
+  app.delete(
+    '/v1/snapshots/:id',
+    idempotent(ctx, async (req) => {
+      const { id } = snapshotIdParam.parse(req.params);
+      const snap = await getAccountSnapshot(ctx.db, accountOf(req).id, id);
+      if (snap.state === 'pending') throw new CagedError('invalid_state', `snapshot ${id} is still being created`);
+      const sandbox = await getSandboxForSnapshot(ctx, snap.sandbox_id);
+      const operation = await submitOperation(ctx, sandbox, 'delete_snapshot', { sandboxId: snap.sandbox_id, snapshotId: id }, { snapshotId: id });
+      return { status: 202, body: { operation } };
+    }),
+  );
+}
+
+/** A snapshot outlives its sandbox; operations on it still run on the sandbox's workflow and host. */
+async function getSandboxForSnapshot(ctx: AppContext, sandboxId: string) {
+  const s = await getSandbox(ctx.db, sandboxId);
+  if (!s) throw new CagedError('not_found', `sandbox ${sandboxId} not found`);
+  return s;
+}

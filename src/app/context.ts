@@ -1,0 +1,35 @@
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { openCatalog } from '../catalog/db.js';
+import { createBlobStore } from '../storage/index.js';
+import { LocalSandboxRuntime } from '../sandbox/local-runtime.js';
+import { PROJECT_ROOT } from '../runtime/tools.js';
+import type { AppContext } from '../service/context.js';
+
+export function createRuntime(config: Config) {
+  return new LocalSandboxRuntime({ baseDir: path.join(config.dataDir, 'sandboxes'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
+}
+
+/** Opens every adapter the configuration names: catalog, store, runtime and Temporal. */
+export async function createAppContext(config: Config, log: Logger, temporalAddress: string): Promise<AppContext & { close(): Promise<void>; connection: Connection }> {
+  const db = await openCatalog({ databaseUrl: config.databaseUrl, pgliteDir: path.join(config.dataDir, 'catalog') });
+  const store = createBlobStore({ dataDir: config.dataDir, s3: config.s3 });
+  const connection = await Connection.connect({ address: temporalAddress });
+  const temporal = new Client({ connection, namespace: config.temporal.namespace });
+  return {
+    config,
+    db,
+    store,
+    runtime: createRuntime(config),
+    temporal,
+    log,
+    connection,
+    async close() {
+      await connection.close().catch(() => {});
+      await store.close?.().catch(() => {});
+      await db.destroy().catch(() => {});
+    },
+  };
+}

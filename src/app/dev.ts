@@ -1,0 +1,83 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { NativeConnection } from '@temporalio/worker';
+import { loadConfig } from '../config.js';
+import { createLogger } from './logger.js';
+import { createAppContext } from './context.js';
+import { createWorkers, runWorkers } from './worker.js';
+import { persistedSecret } from './secrets.js';
+import { startTemporalDevServer } from '../runtime/temporal-dev-server.js';
+import { buildServer } from '../api/server.js';
+import { ensureAccountWithKey } from '../catalog/accounts.js';
+import { newApiKey } from '../shared/ids.js';
+
+/**
+ * `caged dev`: everything on one machine with no services: the Temporal dev server as a child
+ * process (SQLite under the data directory), PGlite, the filesystem store, the API and a worker.
+ */
+export async function runDev(): Promise<void> {
+  const base = loadConfig(process.env, 'dev');
+  fs.mkdirSync(base.dataDir, { recursive: true });
+  const config = {
+    ...base,
+    adminToken: base.adminToken ?? persistedSecret(base.dataDir, 'admin-token'),
+    urlSecret: base.urlSecret ?? persistedSecret(base.dataDir, 'url-secret'),
+  };
+  const devKey = base.devApiKey ?? persistedSecret(base.dataDir, 'dev-api-key', newApiKey);
+  const log = createLogger(config.logLevel);
+
+  const temporal = config.temporal.address
+    ? undefined
+    : await startTemporalDevServer({
+        port: config.temporal.devServerPort,
+        dbFile: path.join(config.dataDir, 'temporal.sqlite'),
+        logFile: path.join(config.dataDir, 'temporal.log'),
+        namespace: config.temporal.namespace,
+      });
+  const address = config.temporal.address ?? temporal!.address;
+  const ctx = await createAppContext(config, log, address);
+  await ensureAccountWithKey(ctx.db, 'development', devKey);
+
+  const connection = await NativeConnection.connect({ address });
+  const workers = await createWorkers(
+    { db: ctx.db, store: ctx.store, runtime: ctx.runtime, limits: config.limits, log: log.child({ component: 'worker' }) },
+    { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
+  );
+  const running = runWorkers(workers);
+  const api = await buildServer(ctx);
+  await api.listen({ host: config.httpHost, port: config.httpPort });
+
+  const lines = [
+    '',
+    'caged dev is running',
+    `  API:          ${config.publicUrl}`,
+    `  API key:      ${devKey}`,
+    `  Admin token:  ${config.adminToken}`,
+    `  Temporal UI:  ${temporal?.uiUrl ?? '(external cluster)'}`,
+    `  Data dir:     ${config.dataDir}`,
+    '',
+    `  export CAGED_API_URL=${config.publicUrl} CAGED_API_KEY=${devKey}`,
+    '',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write('caged dev: stopping\n');
+    await api.close().catch(() => {});
+    for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+    await running.catch(() => {});
+    await connection.close().catch(() => {});
+    await ctx.close();
+    await temporal?.stop();
+    process.exit(0);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  running.catch(async (err) => {
+    log.error({ err }, 'worker stopped');
+    await stop();
+  });
+}

@@ -1,0 +1,23 @@
+import { NativeConnection } from '@temporalio/worker';
+import { loadConfig } from '../config.js';
+import { createLogger } from './logger.js';
+import { createAppContext } from './context.js';
+import { createWorkers, runWorkers } from './worker.js';
+
+/** `caged worker`: the shared queue and this host's queue (CAGED_HOST_ID). */
+export async function runWorker(): Promise<void> {
+  const config = loadConfig(process.env, 'prod');
+  const log = createLogger(config.logLevel);
+  const address = config.temporal.address ?? '127.0.0.1:7233';
+  const ctx = await createAppContext(config, log, address);
+  const connection = await NativeConnection.connect({ address });
+  const workers = await createWorkers(
+    { db: ctx.db, store: ctx.store, runtime: ctx.runtime, limits: config.limits, log },
+    { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
+  );
+  log.info({ taskQueue: config.temporal.taskQueue, hostId: config.hostId }, 'caged worker running');
+  // The SDK shuts the workers down gracefully on SIGINT/SIGTERM.
+  await runWorkers(workers);
+  await connection.close();
+  await ctx.close();
+}

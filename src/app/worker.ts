@@ -1,0 +1,56 @@
+import { fileURLToPath } from 'node:url';
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import type { ActivityDeps } from '../activities/deps.js';
+import { createHostActivities, createSharedActivities } from '../activities/index.js';
+import { hostTaskQueue } from '../shared/definitions.js';
+
+export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+
+export interface WorkerSetup {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue: string;
+  hostId: string;
+  /** A pre-built bundle (tests build one per run); otherwise the workflows are bundled here. */
+  workflowBundle?: WorkerOptions['workflowBundle'];
+  /** Serve only the host queue (a host that runs sandboxes but not workflows). */
+  hostOnly?: boolean;
+}
+
+/**
+ * Two workers in one process: the shared queue (workflows, catalog and store activities) and this
+ * host's queue (activities on the sandboxes that live here). More hosts mean more processes.
+ */
+export async function createWorkers(deps: ActivityDeps, s: WorkerSetup): Promise<Worker[]> {
+  const workers: Worker[] = [];
+  if (!s.hostOnly) {
+    workers.push(
+      await Worker.create({
+        connection: s.connection,
+        namespace: s.namespace,
+        taskQueue: s.taskQueue,
+        ...(s.workflowBundle ? { workflowBundle: s.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+        activities: createSharedActivities(deps),
+      }),
+    );
+  }
+  workers.push(
+    await Worker.create({
+      connection: s.connection,
+      namespace: s.namespace,
+      taskQueue: hostTaskQueue(s.taskQueue, s.hostId),
+      activities: createHostActivities(deps),
+      maxConcurrentActivityTaskExecutions: 8,
+    }),
+  );
+  return workers;
+}
+
+/** Runs the workers until one stops; shutting one down stops them all. */
+export async function runWorkers(workers: Worker[]): Promise<void> {
+  try {
+    await Promise.all(workers.map((w) => w.run()));
+  } finally {
+    for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+  }
+}

@@ -1,0 +1,7 @@
+import type { Migration } from 'kysely';
+import * as m0001 from './0001_initial.js';
+
+/** Ordered by name; Kysely's Migrator runs the ones a database has not seen yet. */
+export const migrations: Record<string, Migration> = {
+  '0001_initial': m0001,
+};

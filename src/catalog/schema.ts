@@ -1,0 +1,103 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+/** int8 columns come back as strings from node-postgres; the repositories convert them. */
+type BigIntCol = ColumnType<string | number | bigint, number, number>;
+type Json<T> = ColumnType<T, string, string>;
+
+export type SandboxState = 'creating' | 'running' | 'paused' | 'deleted';
+export type SnapshotState = 'pending' | 'ready' | 'failed' | 'deleting' | 'deleted';
+export type SnapshotKind = 'manual' | 'auto';
+export type OperationStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface AccountsTable {
+  id: string;
+  name: string;
+  api_key_hash: string;
+  created_at: Timestamp;
+}
+
+export interface SandboxesTable {
+  id: string;
+  account_id: string;
+  template: string;
+  cpu: number;
+  memory_mb: number;
+  state: SandboxState;
+  host_id: string;
+  idle_timeout_s: number;
+  source_snapshot_id: string | null;
+  created_at: Timestamp;
+  last_active_at: Timestamp;
+}
+
+export interface SnapshotsTable {
+  id: string;
+  account_id: string;
+  sandbox_id: string;
+  name: string;
+  kind: SnapshotKind;
+  state: SnapshotState;
+  object_key: string;
+  size_bytes: BigIntCol | null;
+  sha256: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface OperationsTable {
+  id: string;
+  account_id: string;
+  type: string;
+  status: OperationStatus;
+  sandbox_id: string | null;
+  snapshot_id: string | null;
+  step: string;
+  bytes_done: BigIntCol;
+  bytes_total: BigIntCol | null;
+  input: Json<unknown>;
+  result: Json<unknown> | null;
+  error_code: string | null;
+  error_message: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: Timestamp | null;
+}
+
+export interface IdempotencyKeysTable {
+  account_id: string;
+  key: string;
+  request_hash: string;
+  status_code: number | null;
+  response: Json<unknown> | null;
+  created_at: Timestamp;
+}
+
+export interface SessionsTable {
+  id: Generated<number>;
+  sandbox_id: string;
+  command: Json<string[]>;
+  background: boolean;
+  pid: number | null;
+  exit_code: number | null;
+  started_at: Timestamp;
+  finished_at: Timestamp | null;
+}
+
+export interface Database {
+  accounts: AccountsTable;
+  sandboxes: SandboxesTable;
+  snapshots: SnapshotsTable;
+  operations: OperationsTable;
+  idempotency_keys: IdempotencyKeysTable;
+  sessions: SessionsTable;
+}
+
+export type AccountRow = Selectable<AccountsTable>;
+export type SandboxRow = Selectable<SandboxesTable>;
+export type SnapshotRow = Selectable<SnapshotsTable>;
+export type OperationRow = Selectable<OperationsTable>;
+export type NewOperation = Insertable<OperationsTable>;
+export type OperationPatch = Updateable<OperationsTable>;

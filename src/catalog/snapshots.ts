@@ -1,0 +1,209 @@
+import { sql } from 'kysely';
+import type { CatalogDb } from './db.js';
+import type { SnapshotKind, SnapshotRow, SnapshotState } from './schema.js';
+import type { Limits } from '../config.js';
+import { CagedError } from '../shared/errors.js';
+
+export const SNAPSHOT_NAME_RE = /^[A-Za-z0-9._-]{1,63}$/;
+const LIVE: SnapshotState[] = ['pending', 'ready', 'deleting'];
+
+export interface Reservation {
+  id: string;
+  accountId: string;
+  sandboxId: string;
+  name: string;
+  kind: SnapshotKind;
+  objectKey: string;
+}
+
+export interface ReserveOutcome {
+  snapshot: SnapshotRow;
+  /** An auto snapshot that makes room for this one: the caller deletes it once this one is ready. */
+  replaces?: string;
+}
+
+const num = (v: unknown) => (v === null || v === undefined ? 0 : Number(v));
+
+/** Bytes an account holds or is writing: pending snapshots count with the bytes written so far. */
+export async function accountUsage(db: CatalogDb, accountId: string, excludeSnapshotId?: string): Promise<number> {
+  let q = db
+    .selectFrom('snapshots')
+    .select((eb) => eb.fn.coalesce(eb.fn.sum<string>('size_bytes'), sql<string>`0`).as('total'))
+    .where('account_id', '=', accountId)
+    .where('state', 'in', LIVE);
+  if (excludeSnapshotId) q = q.where('id', '!=', excludeSnapshotId);
+  return num((await q.executeTakeFirstOrThrow()).total);
+}
+
+/**
+ * Reserves a pending snapshot row after checking the name and the limits. Idempotent by id, so a
+ * retried activity gets the same row. At the per-sandbox limit, an auto snapshot may replace the
+ * oldest auto snapshot; a manual one is refused.
+ */
+export async function reserveSnapshot(db: CatalogDb, r: Reservation, limits: Limits): Promise<ReserveOutcome> {
+  if (!SNAPSHOT_NAME_RE.test(r.name)) {
+    throw new CagedError('invalid_input', 'snapshot name must be 1-63 characters of A-Z a-z 0-9 . _ -');
+  }
+  return db.transaction().execute(async (tx) => {
+    // Serialises reservations of one sandbox, so two of them cannot both take the last slot.
+    const sandbox = await tx.selectFrom('sandboxes').select(['id', 'state']).where('id', '=', r.sandboxId).forUpdate().executeTakeFirst();
+    if (!sandbox || sandbox.state === 'deleted') throw new CagedError('not_found', `sandbox ${r.sandboxId} not found`);
+
+    const existing = await tx.selectFrom('snapshots').selectAll().where('id', '=', r.id).executeTakeFirst();
+    if (existing) {
+      return { snapshot: existing };
+    }
+    const clash = await tx
+      .selectFrom('snapshots')
+      .select('id')
+      .where('sandbox_id', '=', r.sandboxId)
+      .where('name', '=', r.name)
+      .where('state', 'in', LIVE)
+      .executeTakeFirst();
+    if (clash) throw new CagedError('name_taken', `sandbox ${r.sandboxId} already has a snapshot named ${r.name} (${clash.id})`);
+
+    const live = await tx
+      .selectFrom('snapshots')
+      .select(['id', 'kind', 'state', 'created_at'])
+      .where('sandbox_id', '=', r.sandboxId)
+      .where('state', 'in', LIVE)
+      .orderBy('created_at', 'asc')
+      .execute();
+    let replaces: string | undefined;
+    if (live.length >= limits.maxSnapshotsPerSandbox) {
+      const oldestAuto = r.kind === 'auto' ? live.find((s) => s.kind === 'auto' && s.state === 'ready') : undefined;
+      if (!oldestAuto || live.length > limits.maxSnapshotsPerSandbox) {
+        throw new CagedError(
+          'limit_exceeded',
+          `limit snapshots_per_sandbox exceeded: sandbox ${r.sandboxId} has ${live.length} of ${limits.maxSnapshotsPerSandbox} snapshots` +
+            (r.kind === 'auto' ? ' and no auto snapshot to replace' : ''),
+          { limit: 'snapshots_per_sandbox', max: limits.maxSnapshotsPerSandbox },
+        );
+      }
+      replaces = oldestAuto.id;
+    }
+    const used = await accountUsage(tx as unknown as CatalogDb, r.accountId);
+    if (used >= limits.maxAccountBytes) {
+      throw new CagedError('limit_exceeded', `limit account_bytes exceeded: the account stores ${used} of ${limits.maxAccountBytes} bytes`, {
+        limit: 'account_bytes',
+        max: limits.maxAccountBytes,
+      });
+    }
+    const snapshot = await tx
+      .insertInto('snapshots')
+      .values({
+        id: r.id,
+        account_id: r.accountId,
+        sandbox_id: r.sandboxId,
+        name: r.name,
+        kind: r.kind,
+        state: 'pending',
+        object_key: r.objectKey,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return { snapshot, replaces };
+  });
+}
+
+export async function getSnapshot(db: CatalogDb, id: string): Promise<SnapshotRow | undefined> {
+  return db.selectFrom('snapshots').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function getAccountSnapshot(db: CatalogDb, accountId: string, id: string): Promise<SnapshotRow> {
+  const row = await getSnapshot(db, id);
+  if (!row || row.account_id !== accountId || row.state === 'deleted') throw new CagedError('not_found', `snapshot ${id} not found`);
+  return row;
+}
+
+export async function listSandboxSnapshots(db: CatalogDb, sandboxId: string): Promise<SnapshotRow[]> {
+  return db
+    .selectFrom('snapshots')
+    .selectAll()
+    .where('sandbox_id', '=', sandboxId)
+    .where('state', '!=', 'deleted')
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .execute();
+}
+
+export async function setSnapshotProgress(db: CatalogDb, id: string, bytes: number): Promise<void> {
+  await db.updateTable('snapshots').set({ size_bytes: bytes, updated_at: sql`now()` }).where('id', '=', id).where('state', '=', 'pending').execute();
+}
+
+export async function markSnapshotReady(db: CatalogDb, id: string, sizeBytes: number, sha256: string): Promise<SnapshotRow> {
+  const row = await db
+    .updateTable('snapshots')
+    .set({ state: 'ready', size_bytes: sizeBytes, sha256, updated_at: sql`now()`, error_code: null, error_message: null })
+    .where('id', '=', id)
+    .where('state', 'in', ['pending', 'ready'])
+    .returningAll()
+    .executeTakeFirst();
+  if (!row) throw new CagedError('invalid_state', `snapshot ${id} is no longer pending`);
+  return row;
+}
+
+export async function markSnapshotFailed(db: CatalogDb, id: string, code: string, message: string): Promise<void> {
+  await db
+    .updateTable('snapshots')
+    .set({ state: 'failed', error_code: code, error_message: message, size_bytes: null, updated_at: sql`now()` })
+    .where('id', '=', id)
+    .where('state', 'in', ['pending', 'failed'])
+    .execute();
+}
+
+/**
+ * ready → deleting, refused while an operation still reads the snapshot. The row lock orders this
+ * against a reader's claim (claimSnapshotForRead).
+ */
+export async function markSnapshotDeleting(db: CatalogDb, id: string, byOperationId: string): Promise<SnapshotRow> {
+  return db.transaction().execute(async (tx) => {
+    const snap = await tx.selectFrom('snapshots').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+    if (!snap) throw new CagedError('not_found', `snapshot ${id} not found`);
+    if (snap.state === 'deleting' || snap.state === 'deleted') return snap;
+    if (snap.state === 'pending') throw new CagedError('invalid_state', `snapshot ${id} is still being created`);
+    const reader = await tx
+      .selectFrom('operations')
+      .select(['id', 'type'])
+      .where('snapshot_id', '=', id)
+      .where('status', '=', 'running')
+      .where('type', 'in', ['restore', 'fork', 'export'])
+      .where('id', '!=', byOperationId)
+      .executeTakeFirst();
+    if (reader) throw new CagedError('snapshot_in_use', `snapshot ${id} is being read by ${reader.type} operation ${reader.id}`);
+    return tx
+      .updateTable('snapshots')
+      .set({ state: 'deleting', updated_at: sql`now()` })
+      .where('id', '=', id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  });
+}
+
+/** A reader (restore, fork, export) checks under the row lock that the snapshot is still ready. */
+export async function claimSnapshotForRead(db: CatalogDb, id: string): Promise<SnapshotRow> {
+  return db.transaction().execute(async (tx) => {
+    const snap = await tx.selectFrom('snapshots').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+    if (!snap || snap.state === 'deleted') throw new CagedError('not_found', `snapshot ${id} not found`);
+    if (snap.state !== 'ready') throw new CagedError('invalid_state', `snapshot ${id} is ${snap.state}, not ready`);
+    return snap;
+  });
+}
+
+export async function markSnapshotDeleted(db: CatalogDb, id: string): Promise<void> {
+  await db.updateTable('snapshots').set({ state: 'deleted', updated_at: sql`now()` }).where('id', '=', id).execute();
+}
+
+export function snapshotDto(s: SnapshotRow) {
+  return {
+    id: s.id,
+    sandbox_id: s.sandbox_id,
+    name: s.name,
+    kind: s.kind,
+    state: s.state,
+    size_bytes: s.state === 'ready' || s.state === 'deleting' ? num(s.size_bytes) : s.size_bytes === null ? null : num(s.size_bytes),
+    sha256: s.sha256,
+    created_at: s.created_at.toISOString(),
+    ...(s.error_code ? { error: { code: s.error_code, message: s.error_message ?? '' } } : {}),
+  };
+}

@@ -1,0 +1,45 @@
+/** Output helpers shared by the CLI commands; pure so they can be tested to the character. */
+
+const UNITS = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'] as const;
+
+/** Decimal units, as disks and S3 report sizes; three significant digits is what a human reads anyway. */
+export function formatBytes(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  if (n < 0) return `-${formatBytes(-n)}`;
+  let unit = 0;
+  let value = n;
+  while (value >= 1000 && unit < UNITS.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  let rounded = Number(value.toPrecision(3));
+  // 999_999 B rounds to 1000 KB; carry it so the number never shows four digits.
+  if (rounded >= 1000 && unit < UNITS.length - 1) {
+    rounded = Number((rounded / 1000).toPrecision(3));
+    unit++;
+  }
+  return `${unit === 0 ? Math.round(n) : rounded} ${UNITS[unit]}`;
+}
+
+export function formatAge(date: Date | string | number, now: Date | number = Date.now()): string {
+  const then = date instanceof Date ? date.getTime() : new Date(date).getTime();
+  const nowMs = now instanceof Date ? now.getTime() : now;
+  if (Number.isNaN(then)) return '-';
+  const seconds = (nowMs - then) / 1000;
+  // Clock skew between the API host and this machine can put timestamps slightly in the future.
+  if (seconds < 45) return 'just now';
+  const plural = (count: number, word: string) => `${count} ${word}${count === 1 ? '' : 's'} ago`;
+  if (seconds < 3600) return plural(Math.max(1, Math.floor(seconds / 60)), 'minute');
+  if (seconds < 86_400) return plural(Math.floor(seconds / 3600), 'hour');
+  return plural(Math.floor(seconds / 86_400), 'day');
+}
+
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    widths
+      .map((w, i) => (cells[i] ?? '').padEnd(w))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}

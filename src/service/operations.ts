@@ -1,0 +1,98 @@
+import { WorkflowIdConflictPolicy } from '@temporalio/client';
+import type { AppContext } from './context.js';
+import type { SandboxRow } from '../catalog/schema.js';
+import { insertOperation } from '../catalog/operations.js';
+import {
+  cancelOperationSignal,
+  hostTaskQueue,
+  sandboxWorkflowId,
+  submitOperationSignal,
+  touchSignal,
+  type OperationRequest,
+  type SandboxWorkflowInput,
+} from '../shared/definitions.js';
+import { sandboxWorkflow } from '../workflows/sandbox.js';
+import { SA } from '../workflows/search-attributes.js';
+import { newOperationId } from '../shared/ids.js';
+
+export const hostQueueOf = (ctx: AppContext, sandbox: Pick<SandboxRow, 'host_id'>) =>
+  hostTaskQueue(ctx.config.temporal.taskQueue, sandbox.host_id);
+
+function entityStart(ctx: AppContext, sandbox: SandboxRow) {
+  const input: SandboxWorkflowInput = {
+    sandboxId: sandbox.id,
+    accountId: sandbox.account_id,
+    hostQueue: hostQueueOf(ctx, sandbox),
+    idleTimeoutSeconds: sandbox.idle_timeout_s,
+    paused: sandbox.state === 'paused',
+    deleted: sandbox.state === 'deleted',
+    lastActiveAt: sandbox.last_active_at.getTime(),
+  };
+  return {
+    workflowId: sandboxWorkflowId(sandbox.id),
+    taskQueue: ctx.config.temporal.taskQueue,
+    args: [input] as [SandboxWorkflowInput],
+    typedSearchAttributes: [
+      { key: SA.sandboxId, value: sandbox.id },
+      { key: SA.accountId, value: sandbox.account_id },
+    ],
+  };
+}
+
+/** Starts the sandbox's own workflow unless it runs already. */
+export async function ensureSandboxWorkflow(ctx: AppContext, sandbox: SandboxRow): Promise<void> {
+  await ctx.temporal.workflow.start(sandboxWorkflow, {
+    ...entityStart(ctx, sandbox),
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+  });
+}
+
+export type RequestOf<T extends OperationRequest['type']> = Extract<OperationRequest, { type: T }>;
+type InputWithoutRef<T extends OperationRequest['type']> = Omit<RequestOf<T>['input'], 'operationId' | 'accountId' | 'hostQueue'>;
+
+/**
+ * Records the operation, then hands it to the sandbox's workflow, which runs the sandbox's
+ * operations one at a time. The operation id is the child workflow's id.
+ */
+export async function submitOperation<T extends OperationRequest['type']>(
+  ctx: AppContext,
+  sandbox: SandboxRow,
+  type: T,
+  input: InputWithoutRef<T>,
+  refs: { snapshotId?: string | null; operationId?: string } = {},
+): Promise<string> {
+  const operationId = refs.operationId ?? newOperationId(type.replace('_', '-'));
+  const fullInput = { ...input, operationId, accountId: sandbox.account_id, hostQueue: hostQueueOf(ctx, sandbox) };
+  await insertOperation(ctx.db, {
+    id: operationId,
+    accountId: sandbox.account_id,
+    type,
+    sandboxId: sandbox.id,
+    snapshotId: refs.snapshotId ?? null,
+    input: fullInput,
+  });
+  await ctx.temporal.workflow.signalWithStart(sandboxWorkflow, {
+    ...entityStart(ctx, sandbox),
+    signal: submitOperationSignal,
+    signalArgs: [{ type, input: fullInput } as unknown as OperationRequest],
+  });
+  return operationId;
+}
+
+export async function cancelOperation(ctx: AppContext, sandboxId: string, operationId: string): Promise<void> {
+  await ctx.temporal.workflow.getHandle(sandboxWorkflowId(sandboxId)).signal(cancelOperationSignal, operationId);
+}
+
+const lastTouch = new Map<string, number>();
+
+/** Activity restarts the idle clock; signals are rate-limited so busy sandboxes don't flood history. */
+export async function touchSandboxClock(ctx: AppContext, sandbox: SandboxRow): Promise<void> {
+  const now = Date.now();
+  const every = Math.min(10_000, (sandbox.idle_timeout_s * 1000) / 4);
+  if (now - (lastTouch.get(sandbox.id) ?? 0) < every) return;
+  lastTouch.set(sandbox.id, now);
+  await ctx.temporal.workflow
+    .getHandle(sandboxWorkflowId(sandbox.id))
+    .signal(touchSignal, { at: now })
+    .catch((err) => ctx.log.warn({ err, sandboxId: sandbox.id }, 'could not signal activity'));
+}

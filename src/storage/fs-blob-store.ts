@@ -1,0 +1,177 @@
+import { randomBytes } from 'node:crypto';
+import fs, { type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { addAbortSignal, type Readable } from 'node:stream';
+import { CagedError } from '../shared/errors.js';
+import { assertValidKey, type BlobInfo, type BlobStore, type PutOptions } from './blob-store.js';
+
+const PARTIAL_MARK = '.partial-';
+
+/**
+ * Objects are plain files under rootDir/<key>. A put writes a sibling temp file and renames it
+ * into place, so readers only ever see whole objects and a crash leaves only `<key>.partial-*`.
+ */
+export class FsBlobStore implements BlobStore {
+  readonly kind = 'fs' as const;
+
+  constructor(private readonly rootDir: string) {}
+
+  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<{ size: number }> {
+    const file = this.pathOf(key);
+    if (path.basename(file).includes(PARTIAL_MARK)) throw new Error(`invalid blob key: ${JSON.stringify(key)}`);
+    const { signal } = opts;
+    // Destroying the body is what unblocks the read loop when the producer has stalled.
+    const onAbort = () => body.destroy(signal?.reason ?? new DOMException('put aborted', 'AbortError'));
+    let tmp: string | undefined;
+    try {
+      signal?.throwIfAborted();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      tmp = `${file}${PARTIAL_MARK}${randomBytes(6).toString('hex')}`;
+      const size = await writeDurably(tmp, body);
+      signal?.throwIfAborted();
+      await fs.rename(tmp, file);
+      tmp = undefined;
+      await fsyncDir(path.dirname(file));
+      return { size };
+    } catch (err) {
+      body.destroy();
+      if (tmp) await fs.rm(tmp, { force: true });
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async get(key: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> {
+    const file = this.pathOf(key);
+    let handle: FileHandle | undefined;
+    try {
+      handle = await fs.open(file, 'r');
+      if ((await handle.stat()).isFile()) {
+        const stream = handle.createReadStream();
+        return opts.signal ? addAbortSignal(opts.signal, stream) : stream;
+      }
+    } catch (err) {
+      await handle?.close();
+      if (isMissing(err)) throw notFound(key);
+      throw err;
+    }
+    await handle.close();
+    throw notFound(key);
+  }
+
+  async head(key: string): Promise<BlobInfo | null> {
+    try {
+      const st = await fs.stat(this.pathOf(key));
+      return st.isFile() ? { key, size: st.size } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await fs.unlink(this.pathOf(key));
+    } catch (err) {
+      if (!isMissing(err)) throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<BlobInfo> {
+    assertValidPrefix(prefix);
+    // Only the part of the prefix up to its last '/' names a directory; the rest filters entries.
+    const slash = prefix.lastIndexOf('/');
+    const startDir = slash < 0 ? '' : prefix.slice(0, slash);
+    for await (const info of this.walk(startDir)) {
+      if (info.key.startsWith(prefix)) yield info;
+    }
+  }
+
+  async abortIncomplete(key: string): Promise<number> {
+    const file = this.pathOf(key);
+    const dir = path.dirname(file);
+    const stem = `${path.basename(file)}${PARTIAL_MARK}`;
+    let names: string[];
+    try {
+      names = await fs.readdir(dir);
+    } catch (err) {
+      if (isMissing(err)) return 0;
+      throw err;
+    }
+    let removed = 0;
+    for (const name of names) {
+      if (!name.startsWith(stem)) continue;
+      await fs.rm(path.join(dir, name), { force: true });
+      removed++;
+    }
+    return removed;
+  }
+
+  private pathOf(key: string): string {
+    assertValidKey(key);
+    return path.join(this.rootDir, ...key.split('/'));
+  }
+
+  private async *walk(relDir: string): AsyncGenerator<BlobInfo> {
+    let entries;
+    try {
+      entries = await fs.readdir(path.join(this.rootDir, ...relDir.split('/')), { withFileTypes: true });
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const entry of entries) {
+      const key = relDir ? `${relDir}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) {
+        yield* this.walk(key);
+      } else if (entry.isFile() && !entry.name.includes(PARTIAL_MARK)) {
+        // A concurrent delete between readdir and head is not an error: the key is just gone.
+        const info = await this.head(key);
+        if (info) yield info;
+      }
+    }
+  }
+}
+
+async function writeDurably(file: string, body: Readable): Promise<number> {
+  const handle = await fs.open(file, 'wx');
+  try {
+    let size = 0;
+    for await (const chunk of body) {
+      const buf: Buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      await handle.write(buf);
+      size += buf.byteLength;
+    }
+    await handle.sync();
+    return size;
+  } finally {
+    await handle.close();
+  }
+}
+
+// Without this the rename itself may not survive a power loss.
+async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function notFound(key: string): CagedError {
+  return new CagedError('not_found', `blob ${key} not found`);
+}
+
+// A prefix is acceptable when some valid key could start with it; this keeps list() inside rootDir.
+function assertValidPrefix(prefix: string): void {
+  if (prefix !== '') assertValidKey(`${prefix}x`);
+}
+
+function isMissing(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
+}

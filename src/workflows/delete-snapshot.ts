@@ -1,0 +1,12 @@
+import type { DeleteSnapshotInput } from '../shared/definitions.js';
+import { catalog } from './activities.js';
+import { runOperation } from './operation.js';
+import { deleteSnapshotData } from './snapshot-steps.js';
+
+export async function deleteSnapshotWorkflow(input: DeleteSnapshotInput): Promise<{ snapshotId: string }> {
+  return runOperation(input.operationId, async () => {
+    await catalog.reportStep(input.operationId, 'deleting');
+    await deleteSnapshotData(input.snapshotId, input.operationId);
+    return { snapshotId: input.snapshotId };
+  });
+}

@@ -1,0 +1,7 @@
+/** Every workflow the worker runs; the bundler starts here. */
+export { sandboxWorkflow } from './sandbox.js';
+export { createSnapshotWorkflow } from './create-snapshot.js';
+export { deleteSnapshotWorkflow } from './delete-snapshot.js';
+export { pauseWorkflow } from './pause.js';
+export { resumeWorkflow } from './resume.js';
+export { deleteSandboxWorkflow } from './delete-sandbox.js';

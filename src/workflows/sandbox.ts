@@ -1,0 +1,141 @@
+import {
+  CancellationScope,
+  ChildWorkflowCancellationType,
+  ParentClosePolicy,
+  condition,
+  continueAsNew,
+  executeChild,
+  isCancellation,
+  setHandler,
+  uuid4,
+  workflowInfo,
+} from '@temporalio/workflow';
+import {
+  cancelOperationSignal,
+  sandboxStatusQuery,
+  submitOperationSignal,
+  touchSignal,
+  type OperationRequest,
+  type SandboxWorkflowInput,
+} from '../shared/definitions.js';
+import { catalog } from './activities.js';
+import { operationSearchAttributes } from './search-attributes.js';
+import { createSnapshotWorkflow } from './create-snapshot.js';
+import { deleteSnapshotWorkflow } from './delete-snapshot.js';
+import { pauseWorkflow } from './pause.js';
+import { resumeWorkflow } from './resume.js';
+import { deleteSandboxWorkflow } from './delete-sandbox.js';
+
+const WORKFLOW_OF = {
+  create_snapshot: createSnapshotWorkflow,
+  delete_snapshot: deleteSnapshotWorkflow,
+  pause: pauseWorkflow,
+  resume: resumeWorkflow,
+  delete_sandbox: deleteSandboxWorkflow,
+} as const;
+
+/**
+ * The one long-lived workflow of a sandbox. It runs the sandbox's operations one at a time, in the
+ * order they arrived, as child workflows whose ids are the operation ids; and it keeps the idle
+ * clock, pausing the sandbox (with its automatic snapshot) once it has been idle too long.
+ */
+export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void> {
+  const queue: OperationRequest[] = [...(input.queue ?? [])];
+  let paused = input.paused;
+  let lastActiveAt = input.lastActiveAt ?? Date.now();
+  let current: { id: string; scope: CancellationScope } | undefined;
+  const cancelledQueued: string[] = [];
+
+  setHandler(submitOperationSignal, (req) => {
+    const id = req.input.operationId;
+    if (current?.id === id || queue.some((q) => q.input.operationId === id)) return;
+    queue.push(req);
+  });
+  setHandler(cancelOperationSignal, (operationId) => {
+    if (current?.id === operationId) {
+      current.scope.cancel();
+      return;
+    }
+    const i = queue.findIndex((q) => q.input.operationId === operationId);
+    if (i >= 0) {
+      queue.splice(i, 1);
+      cancelledQueued.push(operationId);
+    }
+  });
+  setHandler(touchSignal, ({ at }) => {
+    if (at > lastActiveAt) lastActiveAt = at;
+  });
+  setHandler(sandboxStatusQuery, () => ({ running: current?.id, queued: queue.map((q) => q.input.operationId), paused }));
+
+  for (;;) {
+    const idleMs = input.idleTimeoutSeconds * 1000;
+    if (input.deleted && queue.length === 0 && cancelledQueued.length === 0) return;
+    const idleClock = !paused && !input.deleted && idleMs > 0;
+    const wait = idleClock ? Math.max(0, lastActiveAt + idleMs - Date.now()) : undefined;
+    const woke = await condition(() => queue.length > 0 || cancelledQueued.length > 0, wait as number);
+
+    while (cancelledQueued.length) {
+      const id = cancelledQueued.shift()!;
+      await catalog.finishOperation(id, { status: 'cancelled', error: { code: 'cancelled', message: 'cancelled before it started' } });
+    }
+
+    if (!woke && idleClock && Date.now() >= lastActiveAt + idleMs) {
+      queue.push(await idlePause(input));
+    }
+
+    const next = queue.shift();
+    if (next) {
+      const outcome = await runChild(next, (c) => (current = c));
+      current = undefined;
+      if (next.type === 'pause' && outcome === 'succeeded') paused = true;
+      if (next.type === 'resume' && outcome === 'succeeded') {
+        paused = false;
+        lastActiveAt = Date.now();
+      }
+      if (next.type === 'delete_sandbox' && outcome === 'succeeded') {
+        for (const q of queue.splice(0)) {
+          await catalog.finishOperation(q.input.operationId, { status: 'failed', error: { code: 'not_found', message: 'the sandbox was deleted' } });
+        }
+        return;
+      }
+      continue;
+    }
+
+    if (workflowInfo().continueAsNewSuggested && queue.length === 0) {
+      await continueAsNew<typeof sandboxWorkflow>({ ...input, paused, queue, lastActiveAt });
+    }
+  }
+
+  async function idlePause(inp: SandboxWorkflowInput): Promise<OperationRequest> {
+    const operationId = `op-pause-idle-${uuid4().replace(/-/g, '').slice(0, 12)}`;
+    const req: OperationRequest = {
+      type: 'pause',
+      input: { operationId, accountId: inp.accountId, hostQueue: inp.hostQueue, sandboxId: inp.sandboxId, reason: 'idle_timeout' },
+    };
+    await catalog.recordOperation({ id: operationId, accountId: inp.accountId, type: 'pause', sandboxId: inp.sandboxId, input: req.input });
+    return req;
+  }
+}
+
+async function runChild(
+  req: OperationRequest,
+  onStart: (c: { id: string; scope: CancellationScope }) => void,
+): Promise<'succeeded' | 'failed' | 'cancelled'> {
+  const scope = new CancellationScope();
+  onStart({ id: req.input.operationId, scope });
+  try {
+    await scope.run(() =>
+      executeChild(WORKFLOW_OF[req.type as keyof typeof WORKFLOW_OF] as (i: typeof req.input) => Promise<unknown>, {
+        workflowId: req.input.operationId,
+        args: [req.input],
+        cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
+        parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+        typedSearchAttributes: operationSearchAttributes(req),
+      }),
+    );
+    return 'succeeded';
+  } catch (err) {
+    // The child recorded its own outcome in the catalog; this loop only moves on.
+    return isCancellation(err) ? 'cancelled' : 'failed';
+  }
+}

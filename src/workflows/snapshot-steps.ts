@@ -1,0 +1,69 @@
+import { CancellationScope } from '@temporalio/workflow';
+import { catalog, hostActivities } from './activities.js';
+import type { Saga } from './saga.js';
+import type { SnapshotResult } from '../shared/definitions.js';
+
+export const snapshotObjectKey = (sandboxId: string, snapshotId: string) => `snapshots/${sandboxId}/${snapshotId}.tar.zst`;
+
+export interface TakeSnapshotArgs {
+  operationId: string;
+  accountId: string;
+  sandboxId: string;
+  snapshotId: string;
+  name: string;
+  kind: 'manual' | 'auto';
+  hostQueue: string;
+  /** false when the caller has stopped the sandbox and wants it to stay stopped (pause). */
+  resumeAfter: boolean;
+}
+
+/**
+ * Reserve → quiesce → stream → resume → ready. Shared by createSnapshot and pause. The sandbox is
+ * resumed on every path (success, failure, cancellation) when resumeAfter is set.
+ */
+export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<SnapshotResult & { replaced?: string }> {
+  const { control, data } = hostActivities(a.hostQueue);
+  await catalog.reportStep(a.operationId, 'reserving');
+  const objectKey = snapshotObjectKey(a.sandboxId, a.snapshotId);
+  saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(a.snapshotId, why.code, why.message));
+  const { replaces } = await catalog.reserveSnapshot({
+    snapshotId: a.snapshotId,
+    accountId: a.accountId,
+    sandboxId: a.sandboxId,
+    name: a.name,
+    kind: a.kind,
+    objectKey,
+  });
+
+  await catalog.reportStep(a.operationId, 'quiescing');
+  // Operations on a sandbox are serialised, so its catalog state cannot change under us.
+  const resume = a.resumeAfter && (await catalog.getSandboxState(a.sandboxId)) !== 'paused';
+  const undoQuiesce = resume ? saga.add('resume sandbox', () => control.resumeSandbox(a.sandboxId)) : undefined;
+  if (a.resumeAfter) await control.quiesceSandbox(a.sandboxId);
+
+  saga.add('delete partial object', () => catalog.deleteObject(objectKey));
+  await catalog.reportStep(a.operationId, 'uploading');
+  const { sizeBytes, sha256 } = await data.uploadSnapshot({
+    operationId: a.operationId,
+    accountId: a.accountId,
+    sandboxId: a.sandboxId,
+    snapshotId: a.snapshotId,
+    objectKey,
+  });
+
+  if (resume) {
+    undoQuiesce?.();
+    await CancellationScope.nonCancellable(() => control.resumeSandbox(a.sandboxId));
+  }
+  await catalog.reportStep(a.operationId, 'finalizing');
+  await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256);
+  if (replaces) await deleteSnapshotData(replaces, a.operationId);
+  return { snapshotId: a.snapshotId, sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
+}
+
+/** deleting → object gone → deleted; every step is idempotent. */
+export async function deleteSnapshotData(snapshotId: string, operationId: string): Promise<void> {
+  const { objectKey } = await catalog.beginDeleteSnapshot(snapshotId, operationId);
+  await catalog.deleteObject(objectKey);
+  await catalog.markSnapshotDeleted(snapshotId);
+}

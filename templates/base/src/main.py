@@ -1,0 +1,7 @@
+#!/usr/bin/env python3
+def main() -> None:
+    print("hello")
+
+
+if __name__ == "__main__":
+    main()

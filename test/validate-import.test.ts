@@ -1,0 +1,525 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import zlib from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { validateTarGz, type ImportLimits } from '../src/archive/validate-import.js';
+import { CagedError } from '../src/shared/errors.js';
+
+const MiB = 1024 * 1024;
+const LIMITS: ImportLimits = { maxEntries: 1000, maxPathLength: 1024, maxUncompressedBytes: 64 * MiB, maxCompressedBytes: 64 * MiB };
+
+// ---- a raw ustar writer, so the corpus can hold what real tar tools refuse to produce ----
+
+interface RawEntry {
+  name: string;
+  /** ustar typeflag: '0' file, '1' hardlink, '2' symlink, '3' char dev, '4' block dev, '5' dir, '6' fifo, ... */
+  type?: string;
+  mode?: number;
+  linkname?: string;
+  data?: Buffer;
+  /** Declared size when it should differ from data.length. */
+  size?: number;
+  /** Raw 12-byte size field, for encodings the octal writer cannot express. */
+  sizeField?: Buffer;
+  /** PAX records emitted in an 'x' header right before this entry. */
+  pax?: Record<string, string>;
+}
+
+function putString(buf: Buffer, off: number, len: number, value: string): void {
+  const bytes = Buffer.from(value, 'utf8');
+  if (bytes.length > len) throw new Error(`field too long: ${value}`);
+  bytes.copy(buf, off);
+}
+
+function putOctal(buf: Buffer, off: number, len: number, value: number): void {
+  putString(buf, off, len, value.toString(8).padStart(len - 1, '0') + '\0');
+}
+
+function ustarHeader(e: { name: string; type: string; mode: number; size: number; linkname?: string; sizeField?: Buffer }): Buffer {
+  const h = Buffer.alloc(512);
+  putString(h, 0, 100, e.name);
+  putOctal(h, 100, 8, e.mode);
+  putOctal(h, 108, 8, 0);
+  putOctal(h, 116, 8, 0);
+  if (e.sizeField) e.sizeField.copy(h, 124);
+  else putOctal(h, 124, 12, e.size);
+  putOctal(h, 136, 12, 1_700_000_000);
+  h.fill(0x20, 148, 156);
+  putString(h, 156, 1, e.type);
+  putString(h, 157, 100, e.linkname ?? '');
+  putString(h, 257, 6, 'ustar\0');
+  putString(h, 263, 2, '00');
+  putString(h, 265, 32, 'root');
+  putString(h, 297, 32, 'root');
+  let sum = 0;
+  for (const byte of h) sum += byte;
+  putString(h, 148, 8, sum.toString(8).padStart(6, '0') + '\0 ');
+  return h;
+}
+
+function padded(data: Buffer): Buffer {
+  const rem = data.length % 512;
+  return rem === 0 ? data : Buffer.concat([data, Buffer.alloc(512 - rem)]);
+}
+
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  let len = Buffer.byteLength(body) + 1;
+  while (String(len).length + Buffer.byteLength(body) !== len) len = String(len).length + Buffer.byteLength(body);
+  return `${len}${body}`;
+}
+
+function rawTar(entries: RawEntry[], opts: { eof?: boolean } = {}): Buffer {
+  const parts: Buffer[] = [];
+  for (const e of entries) {
+    if (e.pax) {
+      const body = Buffer.from(Object.entries(e.pax).map(([k, v]) => paxRecord(k, v)).join(''), 'utf8');
+      parts.push(ustarHeader({ name: 'PaxHeader/entry', type: 'x', mode: 0o644, size: body.length }), padded(body));
+    }
+    const type = e.type ?? '0';
+    const data = e.data ?? Buffer.alloc(0);
+    parts.push(
+      ustarHeader({
+        name: e.name,
+        type,
+        mode: e.mode ?? (type === '5' ? 0o755 : 0o644),
+        size: e.size ?? data.length,
+        linkname: e.linkname,
+        sizeField: e.sizeField,
+      }),
+      padded(data),
+    );
+  }
+  if (opts.eof !== false) parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
+}
+
+const gz = (buf: Buffer, level = 6) => zlib.gzipSync(buf, { level });
+
+/** Feeds the buffer in fixed-size pieces and records how much of it was pulled. */
+function chunked(buf: Buffer, size = 64 * 1024): Readable & { pulled: () => number } {
+  let off = 0;
+  const r = new Readable({
+    read() {
+      if (off >= buf.length) return void this.push(null);
+      const piece = buf.subarray(off, off + size);
+      off += piece.length;
+      this.push(piece);
+    },
+  });
+  return Object.assign(r, { pulled: () => off });
+}
+
+async function refusal(archive: Buffer, limits: ImportLimits = LIMITS): Promise<CagedError> {
+  try {
+    const summary = await validateTarGz(chunked(archive), limits);
+    throw new Error(`archive was accepted: ${JSON.stringify(summary)}`);
+  } catch (err) {
+    if (!(err instanceof CagedError)) throw err;
+    return err;
+  }
+}
+
+async function expectRefused(archive: Buffer, code: 'invalid_archive' | 'limit_exceeded', ...fragments: string[]): Promise<CagedError> {
+  const err = await refusal(archive);
+  expect(err.code, err.message).toBe(code);
+  for (const f of fragments) expect(err.message).toContain(f);
+  return err;
+}
+
+/** gzip of `zeros` zero bytes written after `prefix`, without holding the zeros in memory. */
+async function gzipWithZeros(prefix: Buffer, zeros: number): Promise<Buffer> {
+  const out: Buffer[] = [];
+  const gzip = zlib.createGzip({ level: 1 });
+  gzip.on('data', (c: Buffer) => out.push(c));
+  const done = new Promise((resolve, reject) => gzip.on('end', resolve).on('error', reject));
+  gzip.write(prefix);
+  const block = Buffer.alloc(MiB);
+  for (let left = zeros; left > 0; left -= block.length) {
+    if (!gzip.write(left >= block.length ? block : block.subarray(0, left))) await new Promise((r) => gzip.once('drain', r));
+  }
+  gzip.end();
+  await done;
+  return Buffer.concat(out);
+}
+
+describe('validateTarGz: archives made by GNU tar', () => {
+  let tmp: string;
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-validate-'));
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  function gnuTar(build: (root: string) => void): Buffer {
+    const root = fs.mkdtempSync(path.join(tmp, 'src-'));
+    build(root);
+    const out = path.join(tmp, `${path.basename(root)}.tar.gz`);
+    execFileSync('tar', ['-czf', out, '-C', root, '.']);
+    return fs.readFileSync(out);
+  }
+
+  it('accepts files, nested and empty directories, long names and internal symlinks, with an exact summary', async () => {
+    const longName = 'n'.repeat(150);
+    const archive = gnuTar((root) => {
+      fs.writeFileSync(path.join(root, 'a.txt'), 'hello\n');
+      fs.mkdirSync(path.join(root, 'sub/deep'), { recursive: true });
+      fs.writeFileSync(path.join(root, 'sub/b.bin'), randomBytes(5000));
+      fs.writeFileSync(path.join(root, 'sub/deep/c'), 'x');
+      fs.writeFileSync(path.join(root, 'sub', longName), 'long');
+      fs.mkdirSync(path.join(root, 'empty'));
+      fs.symlinkSync('sub/b.bin', path.join(root, 'link'));
+      fs.symlinkSync('../a.txt', path.join(root, 'sub/up'));
+      fs.symlinkSync('deep', path.join(root, 'sub/deep-link'));
+    });
+    const source = chunked(archive, 7); // tiny reads so headers straddle every chunk boundary
+    const summary = await validateTarGz(source, LIMITS);
+    expect(summary).toEqual({
+      entries: 11, // ./ empty/ sub/ sub/deep/ + 4 files + 3 symlinks
+      files: 4,
+      dirs: 4,
+      symlinks: 3,
+      uncompressedBytes: zlib.gunzipSync(archive).length,
+      compressedBytes: archive.length,
+    });
+    // GNU tar pads to 20-block records: proof that the count covers the whole tar stream.
+    expect(summary.uncompressedBytes % 10240).toBe(0);
+    expect(source.readableEnded).toBe(true);
+  });
+
+  it('refuses a hardlink written by GNU tar', async () => {
+    const archive = gnuTar((root) => {
+      fs.writeFileSync(path.join(root, 'orig'), 'data');
+      fs.linkSync(path.join(root, 'orig'), path.join(root, 'twin'));
+    });
+    const err = await expectRefused(archive, 'invalid_archive', 'hardlinks are not allowed');
+    expect(err.message).toMatch(/orig|twin/);
+  });
+
+  it('refuses a FIFO written by GNU tar', async () => {
+    const archive = gnuTar((root) => execFileSync('mkfifo', [path.join(root, 'pipe')]));
+    await expectRefused(archive, 'invalid_archive', 'FIFO', 'pipe');
+  });
+});
+
+describe('validateTarGz: well-formed raw archives', () => {
+  it('accepts PAX long names, ./ prefixes and repeated directories', async () => {
+    const deep = `dir/${'x'.repeat(300)}`;
+    const tar = rawTar([
+      { name: './', type: '5' },
+      { name: 'dir/', type: '5' },
+      { name: './dir/file', data: Buffer.from('abc') },
+      { name: 'placeholder', pax: { path: deep }, data: Buffer.from('long') },
+      { name: 'dir/', type: '5' },
+      { name: 'dir/rel', type: '2', linkname: '../dir/file' },
+      { name: 'sticky/', type: '5', mode: 0o1777 },
+    ]);
+    const archive = gz(tar);
+    const summary = await validateTarGz(chunked(archive), LIMITS);
+    expect(summary).toEqual({
+      entries: 7,
+      files: 2,
+      dirs: 4,
+      symlinks: 1,
+      uncompressedBytes: tar.length,
+      compressedBytes: archive.length,
+    });
+  });
+});
+
+describe('validateTarGz: hostile paths', () => {
+  it.each([
+    ['absolute path', '/etc/passwd', 'absolute path'],
+    ['leading ..', '../evil', "'..'"],
+    ['.. that escapes after normalisation', 'a/../../evil', "'..'"],
+    ['.. that stays inside after normalisation', 'a/../b', "'..'"],
+    ['Windows drive letter', 'C:/Windows/evil', 'drive letter'],
+    ['backslash', 'a\\..\\evil', 'backslash'],
+  ])('%s', async (_label, name, why) => {
+    const err = await expectRefused(gz(rawTar([{ name, data: Buffer.from('pwned') }])), 'invalid_archive', why);
+    expect(err.message).toContain(JSON.stringify(name).slice(1, -1));
+  });
+
+  it('refuses a PAX path that escapes', async () => {
+    await expectRefused(gz(rawTar([{ name: 'innocent', pax: { path: '../../root/.ssh/authorized_keys' } }])), 'invalid_archive', '../../root/.ssh/authorized_keys');
+  });
+
+  it('refuses an empty name', async () => {
+    const err = await refusal(gz(rawTar([{ name: '' }])));
+    expect(err.code).toBe('invalid_archive');
+    expect(err.message).toMatch(/path is required/);
+  });
+
+  it('refuses a path longer than maxPathLength (PAX path-length bomb)', async () => {
+    const name = `${'p'.repeat(100)}/${'q'.repeat(4900)}`;
+    const err = await expectRefused(gz(rawTar([{ name: 'short', pax: { path: name } }])), 'limit_exceeded', 'path longer than 1024 bytes');
+    expect(err.message).toContain(name.slice(0, 150));
+    expect(err.message.length).toBeLessThan(400);
+  });
+
+  it('refuses a duplicate file', async () => {
+    const tar = rawTar([{ name: 'dup', data: Buffer.from('one') }, { name: './dup', data: Buffer.from('two') }]);
+    await expectRefused(gz(tar), 'invalid_archive', 'duplicate entry', 'dup');
+  });
+
+  it('refuses a file that replaces a directory used by earlier entries', async () => {
+    const tar = rawTar([{ name: 'd/x', data: Buffer.from('1') }, { name: 'd', data: Buffer.from('2') }]);
+    await expectRefused(gz(tar), 'invalid_archive', 'replaces a directory', '"d"');
+  });
+
+  it('refuses a path that goes through a file', async () => {
+    const tar = rawTar([{ name: 'f', data: Buffer.from('1') }, { name: 'f/x', data: Buffer.from('2') }]);
+    await expectRefused(gz(tar), 'invalid_archive', 'goes through file', 'f/x');
+  });
+});
+
+describe('validateTarGz: entry types and modes', () => {
+  it.each([
+    ['1', 'hardlink', 'hardlinks are not allowed', '/etc/shadow'],
+    ['3', 'dev/null', 'CharacterDevice', ''],
+    ['4', 'dev/sda', 'BlockDevice', ''],
+    ['6', 'fifo', 'FIFO', ''],
+    ['D', 'dumpdir', 'GNUDumpDir', ''],
+    ['S', 'sparse', 'SparseFile', ''],
+    ['Z', 'mystery', 'not allowed', ''],
+  ])('typeflag %s', async (type, name, why, linkname) => {
+    await expectRefused(gz(rawTar([{ name, type, linkname: linkname || undefined }])), 'invalid_archive', why, name);
+  });
+
+  it.each([
+    ['setuid file', { name: 'suid', mode: 0o4755 }],
+    ['setgid file', { name: 'sgid', mode: 0o2755 }],
+    ['setgid directory', { name: 'sgiddir/', type: '5', mode: 0o2775 }],
+  ])('%s', async (_label, entry) => {
+    await expectRefused(gz(rawTar([entry])), 'invalid_archive', 'setuid/setgid', entry.name);
+  });
+});
+
+describe('validateTarGz: symlinks', () => {
+  it('refuses a link to ../../etc', async () => {
+    await expectRefused(gz(rawTar([{ name: 'etc-link', type: '2', linkname: '../../etc' }])), 'invalid_archive', 'outside the archive', 'etc-link', '../../etc');
+  });
+
+  it('refuses a nested link that climbs out', async () => {
+    const tar = rawTar([{ name: 'a/b/', type: '5' }, { name: 'a/b/up', type: '2', linkname: '../../../x' }]);
+    await expectRefused(gz(tar), 'invalid_archive', 'outside the archive', 'a/b/up');
+  });
+
+  it('refuses an absolute link target', async () => {
+    await expectRefused(gz(rawTar([{ name: 'passwd', type: '2', linkname: '/etc/passwd' }])), 'invalid_archive', 'absolute target', 'passwd');
+  });
+
+  it('refuses a write through an earlier symlink', async () => {
+    const tar = rawTar([
+      { name: 'sub/', type: '5' },
+      { name: 'a', type: '2', linkname: 'sub' },
+      { name: 'a/x', data: Buffer.from('through the link') },
+    ]);
+    await expectRefused(gz(tar), 'invalid_archive', 'goes through symlink', 'a/x');
+  });
+
+  it('refuses a symlink that replaces an earlier directory', async () => {
+    const tar = rawTar([{ name: 'd/', type: '5' }, { name: 'd', type: '2', linkname: 'elsewhere' }]);
+    await expectRefused(gz(tar), 'invalid_archive', 'duplicate entry', '"d"');
+  });
+
+  it('refuses a link that escapes only through another link (d -> ., e -> d/..)', async () => {
+    const tar = rawTar([
+      { name: 'd', type: '2', linkname: '.' },
+      { name: 'e', type: '2', linkname: 'd/..' },
+    ]);
+    await expectRefused(gz(tar), 'invalid_archive', 'through other symlinks', '"e"');
+  });
+
+  it('accepts a symlink loop, which cannot resolve anywhere', async () => {
+    const tar = rawTar([
+      { name: 'x', type: '2', linkname: 'y' },
+      { name: 'y', type: '2', linkname: 'x/..' },
+    ]);
+    await expect(validateTarGz(chunked(gz(tar)), LIMITS)).resolves.toMatchObject({ symlinks: 2 });
+  });
+});
+
+describe('validateTarGz: sizes and bombs', () => {
+  it('refuses a huge declared size before reading the body', async () => {
+    const tar = rawTar([{ name: 'huge', size: 0o77777777777, data: Buffer.alloc(512) }], { eof: false });
+    await expectRefused(gz(tar), 'limit_exceeded', 'declared sizes exceed', 'huge');
+  });
+
+  it('refuses a negative size (base-256)', async () => {
+    const sizeField = Buffer.alloc(12, 0xff);
+    await expectRefused(gz(rawTar([{ name: 'neg', sizeField }])), 'invalid_archive', 'invalid size', 'neg');
+  });
+
+  it('refuses a symlink that carries data', async () => {
+    await expectRefused(gz(rawTar([{ name: 'fat-link', type: '2', linkname: 'x', data: Buffer.from('hidden') }])), 'invalid_archive', 'symlink carries data', 'fat-link');
+  });
+
+  it('refuses a directory whose PAX size disagrees with its header', async () => {
+    // Readers that honour the PAX size would skip the next 512 bytes that others read as a header.
+    await expectRefused(gz(rawTar([{ name: 'dir/', type: '5', pax: { size: '512' } }])), 'invalid_archive', 'conflicting sizes', 'dir/');
+  });
+
+  it('refuses an oversized metadata header', async () => {
+    const tar = rawTar([{ name: 'after-meta', pax: { comment: 'c'.repeat(2 * MiB) } }]);
+    await expectRefused(gz(tar), 'invalid_archive', 'metadata header ExtendedHeader is too large');
+  });
+
+  it('refuses a body cut short', async () => {
+    const tar = rawTar([{ name: 'cut', data: randomBytes(4096) }], { eof: false }).subarray(0, 512 + 1000);
+    await expectRefused(gz(tar), 'invalid_archive', 'truncated archive', 'cut');
+  });
+
+  it('refuses a tar stream without the end-of-archive marker', async () => {
+    await expectRefused(gz(rawTar([{ name: 'f', data: Buffer.from('x') }], { eof: false })), 'invalid_archive', 'truncated archive');
+  });
+
+  it('refuses data after the end-of-archive marker', async () => {
+    const tar = Buffer.concat([rawTar([{ name: 'f' }]), rawTar([{ name: 'hidden', data: Buffer.from('x') }])]);
+    await expectRefused(gz(tar), 'invalid_archive', 'after the end-of-archive marker');
+  });
+
+  it('refuses an entry after a lone zero block', async () => {
+    const tar = Buffer.concat([rawTar([{ name: 'f' }], { eof: false }), Buffer.alloc(512), rawTar([{ name: 'smuggled' }])]);
+    await expectRefused(gz(tar), 'invalid_archive', 'zero block', 'smuggled');
+  });
+
+  it('stops a decompression bomb (64 MiB of zeros in one entry, limit 8 MiB) quickly', async () => {
+    const header = ustarHeader({ name: 'bomb', type: '0', mode: 0o644, size: 64 * MiB });
+    const archive = await gzipWithZeros(header, 64 * MiB + 1024);
+    expect(archive.length).toBeLessThan(2 * MiB);
+    const source = chunked(archive, 4096);
+    const started = performance.now();
+    const err = await validateTarGz(source, { ...LIMITS, maxUncompressedBytes: 8 * MiB }).catch((e: unknown) => e);
+    const elapsed = performance.now() - started;
+    expect(err).toBeInstanceOf(CagedError);
+    expect((err as CagedError).code).toBe('limit_exceeded');
+    expect((err as CagedError).message).toContain('bomb');
+    expect(elapsed).toBeLessThan(2000);
+    expect(source.destroyed).toBe(true);
+  });
+
+  it('stops inflating as soon as the actual uncompressed count passes the limit', async () => {
+    // Declared sizes are tiny here; only the byte counter on the inflated stream can catch it.
+    const archive = await gzipWithZeros(rawTar([{ name: 'small', data: Buffer.from('ok') }]), 256 * MiB);
+    const source = chunked(archive, 4096);
+    const started = performance.now();
+    const err = await validateTarGz(source, { ...LIMITS, maxUncompressedBytes: 8 * MiB }).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(err).toMatchObject({ code: 'limit_exceeded', message: expect.stringContaining('expands beyond') });
+    // Nowhere near the whole compressed stream was pulled: the rest was never inflated.
+    expect(source.pulled()).toBeLessThan(archive.length / 4);
+    expect(source.destroyed).toBe(true);
+  });
+
+  it('refuses more than maxEntries entries', async () => {
+    const entries = Array.from({ length: 101 }, (_, i) => ({ name: `f${String(i).padStart(3, '0')}` }));
+    const err = await refusal(gz(rawTar(entries)), { ...LIMITS, maxEntries: 100 });
+    expect(err.code).toBe('limit_exceeded');
+    expect(err.message).toContain('too many entries');
+    expect(err.message).toContain('f100');
+  });
+
+  it('accepts exactly maxEntries entries', async () => {
+    const entries = Array.from({ length: 100 }, (_, i) => ({ name: `f${i}` }));
+    await expect(validateTarGz(chunked(gz(rawTar(entries))), { ...LIMITS, maxEntries: 100 })).resolves.toMatchObject({ entries: 100, files: 100 });
+  });
+
+  it('refuses a compressed stream larger than maxCompressedBytes', async () => {
+    const archive = gz(rawTar([{ name: 'noise', data: randomBytes(256 * 1024) }]));
+    const err = await refusal(archive, { ...LIMITS, maxCompressedBytes: 64 * 1024 });
+    expect(err.code).toBe('limit_exceeded');
+    expect(err.message).toContain('compressed archive is larger than');
+  });
+});
+
+describe('validateTarGz: broken containers', () => {
+  it('refuses corrupt gzip data (bytes flipped in the middle)', async () => {
+    // Stored (level 0) blocks keep the flip inside file content, so only the gzip CRC can notice.
+    const archive = Buffer.from(gz(rawTar([{ name: 'payload', data: randomBytes(30_000) }]), 0));
+    for (let i = 10_000; i < 10_008; i++) archive[i] = archive[i]! ^ 0xff;
+    await expectRefused(archive, 'invalid_archive', 'corrupt gzip data');
+  });
+
+  it('refuses corrupt deflate data', async () => {
+    const archive = Buffer.from(gz(rawTar([{ name: 'text', data: Buffer.from('all work and no play '.repeat(5000)) }]), 9));
+    const mid = archive.length >> 1;
+    for (let i = mid; i < mid + 16; i++) archive[i] = archive[i]! ^ 0x5a;
+    const err = await refusal(archive);
+    expect(err.code).toBe('invalid_archive');
+  });
+
+  it('refuses truncated gzip', async () => {
+    const archive = gz(rawTar([{ name: 'payload', data: randomBytes(30_000) }]));
+    await expectRefused(archive.subarray(0, archive.length >> 1), 'invalid_archive', 'truncated archive');
+  });
+
+  it.each([
+    ['a plain tar', rawTar([{ name: 'f', data: Buffer.from('x') }])],
+    ['random bytes', randomBytes(4096)],
+    ['an empty stream', Buffer.alloc(0)],
+    ['a single byte', Buffer.from([0x1f])],
+  ])('refuses %s as not gzip', async (_label, input) => {
+    await expectRefused(input, 'invalid_archive', 'not a gzip stream');
+  });
+
+  it('refuses gzip that does not hold a tar', async () => {
+    await expectRefused(gz(Buffer.from('just some text')), 'invalid_archive', 'not a tar archive');
+  });
+
+  it('refuses a doubly gzipped archive', async () => {
+    await expectRefused(gz(gz(rawTar([{ name: 'f' }]))), 'invalid_archive', 'nested compression');
+  });
+
+  it.each([
+    ['only end-of-archive blocks', gz(Buffer.alloc(1024))],
+    ['an empty gzip member', gz(Buffer.alloc(0))],
+  ])('refuses an archive with %s as empty', async (_label, archive) => {
+    await expectRefused(archive, 'invalid_archive', 'archive is empty');
+  });
+});
+
+describe('validateTarGz: streaming contract', () => {
+  it('consumes the whole source on success, trailing zero padding included', async () => {
+    const tar = Buffer.concat([rawTar([{ name: 'f', data: Buffer.from('x') }]), Buffer.alloc(8192)]);
+    const archive = gz(tar);
+    const source = chunked(archive, 100);
+    const summary = await validateTarGz(source, LIMITS);
+    expect(summary).toMatchObject({ entries: 1, files: 1, uncompressedBytes: tar.length, compressedBytes: archive.length });
+    expect(source.pulled()).toBe(archive.length);
+    expect(source.readableEnded).toBe(true);
+  });
+
+  it('rejects with the signal reason and destroys the source when aborted mid-stream', async () => {
+    const archive = gz(rawTar([{ name: 'f', data: randomBytes(10_000) }]));
+    // Serves half the archive and then stalls, as a slow upload would.
+    const source = new Readable({ read() {} });
+    source.push(archive.subarray(0, archive.length >> 1));
+    const ac = new AbortController();
+    const reason = new Error('client went away');
+    const pending = validateTarGz(source, LIMITS, ac.signal);
+    setTimeout(() => ac.abort(reason), 50);
+    await expect(pending).rejects.toBe(reason);
+    expect(source.destroyed).toBe(true);
+  });
+
+  it('rejects at once when the signal is already aborted', async () => {
+    const source = chunked(gz(rawTar([{ name: 'f' }])));
+    const reason = new Error('already gone');
+    await expect(validateTarGz(source, LIMITS, AbortSignal.abort(reason))).rejects.toBe(reason);
+    expect(source.destroyed).toBe(true);
+  });
+
+  it('passes source errors through unchanged', async () => {
+    const boom = new Error('socket hang up');
+    const source = new Readable({
+      read() {
+        this.destroy(boom);
+      },
+    });
+    await expect(validateTarGz(source, LIMITS)).rejects.toBe(boom);
+  });
+});
