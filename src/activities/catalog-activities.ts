@@ -22,7 +22,7 @@ export function createCatalogActivities({ db, store, limits, log }: ActivityDeps
     },
 
     async reportStep(operationId: string, step: string, bytesTotal?: number | null): Promise<void> {
-      await operations.setOperationProgress(db, operationId, { step, bytesDone: 0, ...(bytesTotal === undefined ? {} : { bytesTotal }) });
+      await operations.setOperationProgress(db, operationId, { step, ...(bytesTotal === undefined ? {} : { bytesTotal }) });
     },
 
     async finishOperation(operationId: string, outcome: operations.OperationOutcome): Promise<void> {

@@ -29,20 +29,31 @@ export async function uploadSnapshot(deps: ActivityDeps, input: UploadSnapshotIn
   const progress = progressReporter(db, input.operationId, 'uploading', (b) => setSnapshotProgress(db, input.snapshotId, b));
   const hash = createHash('sha256');
   let size = 0;
+  // The first failure is the cause; what follows (tar's broken pipe, the aborted upload) is noise.
+  let cause: unknown;
+  const fail = (cb: (e: Error) => void, err: Error) => {
+    cause ??= err;
+    cb(err);
+  };
   const meter = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       size += chunk.length;
       hash.update(chunk);
       progress.add(chunk.length);
       if (size > limits.maxSnapshotBytes) {
-        cb(new CagedError('limit_exceeded', `limit snapshot_bytes exceeded: the snapshot passed ${limits.maxSnapshotBytes} bytes`, { limit: 'snapshot_bytes', max: limits.maxSnapshotBytes }));
+        fail(cb, new CagedError('limit_exceeded', `limit snapshot_bytes exceeded: the snapshot passed ${limits.maxSnapshotBytes} bytes`, { limit: 'snapshot_bytes', max: limits.maxSnapshotBytes }));
       } else if (usedByOthers + size > limits.maxAccountBytes) {
-        cb(new CagedError('limit_exceeded', `limit account_bytes exceeded: the account would store more than ${limits.maxAccountBytes} bytes`, { limit: 'account_bytes', max: limits.maxAccountBytes }));
+        fail(cb, new CagedError('limit_exceeded', `limit account_bytes exceeded: the account would store more than ${limits.maxAccountBytes} bytes`, { limit: 'account_bytes', max: limits.maxAccountBytes }));
+      } else if (!deps.faultHook) {
+        cb(null, chunk);
       } else {
-        Promise.resolve(deps.faultHook?.('upload:progress', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes: size })).then(
-          () => cb(null, chunk),
-          (err: Error) => cb(err),
-        );
+        const hook = deps.faultHook;
+        Promise.resolve()
+          .then(() => hook('upload:progress', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes: size }))
+          .then(
+            () => cb(null, chunk),
+            (err: Error) => fail(cb, err),
+          );
       }
     },
   });
@@ -56,7 +67,7 @@ export async function uploadSnapshot(deps: ActivityDeps, input: UploadSnapshotIn
     meter.destroy();
     await store.abortIncomplete(input.objectKey).catch(() => {});
     await store.delete(input.objectKey).catch(() => {});
-    throw err;
+    throw cause ?? err;
   }
   await progress.flush();
   return { sizeBytes: size, sha256: hash.digest('hex') };

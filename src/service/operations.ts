@@ -1,6 +1,6 @@
 import { WorkflowIdConflictPolicy } from '@temporalio/client';
 import type { AppContext } from './context.js';
-import type { SandboxRow } from '../catalog/schema.js';
+import type { OperationRow, SandboxRow } from '../catalog/schema.js';
 import { insertOperation } from '../catalog/operations.js';
 import {
   cancelOperationSignal,
@@ -60,10 +60,10 @@ export async function submitOperation<T extends OperationRequest['type']>(
   type: T,
   input: InputWithoutRef<T>,
   refs: { snapshotId?: string | null; operationId?: string } = {},
-): Promise<string> {
+): Promise<OperationRow> {
   const operationId = refs.operationId ?? newOperationId(type.replace('_', '-'));
   const fullInput = { ...input, operationId, accountId: sandbox.account_id, hostQueue: hostQueueOf(ctx, sandbox) };
-  await insertOperation(ctx.db, {
+  const row = await insertOperation(ctx.db, {
     id: operationId,
     accountId: sandbox.account_id,
     type,
@@ -76,7 +76,7 @@ export async function submitOperation<T extends OperationRequest['type']>(
     signal: submitOperationSignal,
     signalArgs: [{ type, input: fullInput } as unknown as OperationRequest],
   });
-  return operationId;
+  return row;
 }
 
 export async function cancelOperation(ctx: AppContext, sandboxId: string, operationId: string): Promise<void> {

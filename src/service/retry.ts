@@ -9,7 +9,7 @@ import { CagedError } from '../shared/errors.js';
 import type { OperationRequest } from '../shared/definitions.js';
 
 /** A new run of a finished operation with the same inputs (a snapshot gets a fresh id). */
-export async function retryOperation(ctx: AppContext, op: OperationRow): Promise<string> {
+export async function retryOperation(ctx: AppContext, op: OperationRow): Promise<OperationRow> {
   if (op.status === 'running') throw new CagedError('invalid_state', `operation ${op.id} is still running`);
   if (op.status === 'succeeded') throw new CagedError('invalid_state', `operation ${op.id} succeeded; there is nothing to retry`);
   if (!op.sandbox_id) throw new CagedError('invalid_state', `operation ${op.id} cannot be retried`);

@@ -120,8 +120,8 @@ export const touchSignal = defineSignal<[{ at: number }]>('touch');
 export const sandboxStatusQuery = defineQuery<{ running?: string; queued: string[]; paused: boolean }>('status');
 
 export interface SnapshotResult {
-  snapshotId: string;
-  sizeBytes: number;
+  snapshot_id: string;
+  size_bytes: number;
   sha256: string;
 }
 

@@ -3,12 +3,12 @@ import { catalog, hostActivities } from './activities.js';
 import { runOperation } from './operation.js';
 
 /** Stops the sandbox's processes and removes its files. Its snapshots stay, for restores and forks. */
-export async function deleteSandboxWorkflow(input: DeleteSandboxInput): Promise<{ sandboxId: string }> {
+export async function deleteSandboxWorkflow(input: DeleteSandboxInput): Promise<{ sandbox_id: string }> {
   return runOperation(input.operationId, async () => {
     const { control } = hostActivities(input.hostQueue);
     await catalog.reportStep(input.operationId, 'deleting');
     await control.destroySandbox(input.sandboxId);
     await catalog.setSandboxState(input.sandboxId, 'deleted');
-    return { sandboxId: input.sandboxId };
+    return { sandbox_id: input.sandboxId };
   });
 }

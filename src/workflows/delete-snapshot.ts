@@ -3,10 +3,10 @@ import { catalog } from './activities.js';
 import { runOperation } from './operation.js';
 import { deleteSnapshotData } from './snapshot-steps.js';
 
-export async function deleteSnapshotWorkflow(input: DeleteSnapshotInput): Promise<{ snapshotId: string }> {
+export async function deleteSnapshotWorkflow(input: DeleteSnapshotInput): Promise<{ snapshot_id: string }> {
   return runOperation(input.operationId, async () => {
     await catalog.reportStep(input.operationId, 'deleting');
     await deleteSnapshotData(input.snapshotId, input.operationId);
-    return { snapshotId: input.snapshotId };
+    return { snapshot_id: input.snapshotId };
   });
 }

@@ -8,6 +8,7 @@ import { describeFailure } from './failure.js';
 export interface PauseResult {
   already_paused?: boolean;
   snapshot_id?: string;
+  replaced?: string;
   snapshot_skipped?: { code: string; reason: string };
 }
 
@@ -46,7 +47,7 @@ export async function pauseWorkflow(input: PauseInput): Promise<PauseResult> {
         },
         saga,
       );
-      return { snapshot_id: snap.snapshotId };
+      return { snapshot_id: snap.snapshot_id, ...(snap.replaced ? { replaced: snap.replaced } : {}) };
     } catch (err) {
       const why = describeFailure(err);
       // At the snapshot limit with nothing replaceable, the pause still happens and says why.

@@ -58,7 +58,7 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
   await catalog.reportStep(a.operationId, 'finalizing');
   await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256);
   if (replaces) await deleteSnapshotData(replaces, a.operationId);
-  return { snapshotId: a.snapshotId, sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
+  return { snapshot_id: a.snapshotId, size_bytes: sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
 }
 
 /** deleting → object gone → deleted; every step is idempotent. */

@@ -8,6 +8,8 @@ import type { TestProject } from 'vitest/node';
 import { startTemporalDevServer, type DevServer } from '../../src/runtime/temporal-dev-server.js';
 import { freePort, waitForPort, stopChild } from '../../src/runtime/child-process.js';
 import { motoServerPath } from '../../src/runtime/tools.js';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { WORKFLOWS_PATH } from '../../src/app/worker.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -16,6 +18,7 @@ declare module 'vitest' {
     s3Bucket: string;
     databaseUrl: string;
     logDir: string;
+    workflowCode: string;
   }
 }
 
@@ -57,6 +60,9 @@ export default async function setup(project: TestProject) {
     project.provide('s3Bucket', s3Bucket);
     project.provide('databaseUrl', u.toString());
     project.provide('logDir', logDir);
+    // Bundled once per run: bundling in every test file exhausts wasm memory (sdk-typescript #714).
+    const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
+    project.provide('workflowCode', bundle.code);
   } catch (err) {
     if (temporal) await temporal.stop();
     if (moto) await stopChild(moto);
@@ -71,3 +77,6 @@ export default async function setup(project: TestProject) {
     await admin.end().catch(() => {});
   };
 }
+
+const noop = () => {};
+const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m), log: noop };

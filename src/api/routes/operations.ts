@@ -48,7 +48,7 @@ export function operationRoutes(app: FastifyInstance, ctx: AppContext) {
       const { id } = idParam.parse(req.params);
       const op = await getAccountOperation(ctx.db, accountOf(req).id, id);
       const operation = await retryOperation(ctx, op);
-      return { status: 202, body: { operation } };
+      return { status: 202, body: { operation: operationDto(operation) } };
     }),
   );
 }

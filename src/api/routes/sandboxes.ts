@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { operationDto } from '../../catalog/operations.js';
 import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
 import { idempotent } from '../idempotency.js';
@@ -85,7 +86,7 @@ export function sandboxRoutes(app: FastifyInstance, ctx: AppContext) {
       const { id } = sandboxIdParam.parse(req.params);
       const sandbox = await getAccountSandbox(ctx.db, accountOf(req).id, id);
       const operation = await submitOperation(ctx, sandbox, 'delete_sandbox', { sandboxId: id });
-      return { status: 202, body: { operation } };
+      return { status: 202, body: { operation: operationDto(operation) } };
     }),
   );
 
@@ -96,7 +97,7 @@ export function sandboxRoutes(app: FastifyInstance, ctx: AppContext) {
       const sandbox = await getAccountSandbox(ctx.db, accountOf(req).id, id);
       if (sandbox.state === 'creating') throw new CagedError('invalid_state', `sandbox ${id} is still being created`);
       const operation = await submitOperation(ctx, sandbox, 'pause', { sandboxId: id, reason: 'manual' });
-      return { status: 202, body: { operation } };
+      return { status: 202, body: { operation: operationDto(operation) } };
     }),
   );
 
@@ -105,8 +106,8 @@ export function sandboxRoutes(app: FastifyInstance, ctx: AppContext) {
     const sandbox = await getAccountSandbox(ctx.db, accountOf(req).id, id);
     const operation = await submitOperation(ctx, sandbox, 'resume', { sandboxId: id });
     // Resume waits its turn behind running operations; it answers 200 once done.
-    const op = await waitForOperation(ctx, operation, 60_000);
-    if (op.status === 'running') return reply.status(202).send({ operation });
+    const op = await waitForOperation(ctx, operation.id, 60_000);
+    if (op.status === 'running') return reply.status(202).send({ operation: operationDto(op) });
     if (op.status !== 'succeeded') throw new CagedError('internal', `resume failed: ${op.error_message ?? op.status}`);
     return reply.status(200).send(sandboxDto(await getAccountSandbox(ctx.db, sandbox.account_id, id)));
   });

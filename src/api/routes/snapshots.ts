@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { operationDto } from '../../catalog/operations.js';
 import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
 import { idempotent } from '../idempotency.js';
@@ -30,7 +31,7 @@ export function snapshotRoutes(app: FastifyInstance, ctx: AppContext) {
         ctx.config.limits,
       );
       const operation = await submitOperation(ctx, sandbox, 'create_snapshot', { sandboxId: id, snapshotId, name, kind: 'manual' }, { snapshotId });
-      return { status: 202, body: { snapshot: snapshotDto(snapshot), operation } };
+      return { status: 202, body: { snapshot: snapshotDto(snapshot), operation: operationDto(operation) } };
     }),
   );
 
@@ -53,7 +54,7 @@ export function snapshotRoutes(app: FastifyInstance, ctx: AppContext) {
       if (snap.state === 'pending') throw new CagedError('invalid_state', `snapshot ${id} is still being created`);
       const sandbox = await getSandboxForSnapshot(ctx, snap.sandbox_id);
       const operation = await submitOperation(ctx, sandbox, 'delete_snapshot', { sandboxId: snap.sandbox_id, snapshotId: id }, { snapshotId: id });
-      return { status: 202, body: { operation } };
+      return { status: 202, body: { operation: operationDto(operation) } };
     }),
   );
 }

@@ -1,0 +1,146 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { inject } from 'vitest';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Runtime, DefaultLogger, type Worker } from '@temporalio/worker';
+import pino from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { openCatalog, type CatalogDb } from '../../src/catalog/db.js';
+import { FsBlobStore } from '../../src/storage/fs-blob-store.js';
+import { S3BlobStore } from '../../src/storage/s3-blob-store.js';
+import type { BlobStore } from '../../src/storage/blob-store.js';
+import { LocalSandboxRuntime } from '../../src/sandbox/local-runtime.js';
+import { createWorkers } from '../../src/app/worker.js';
+import { buildServer } from '../../src/api/server.js';
+import { loadConfig, type Config, type Limits } from '../../src/config.js';
+import type { ActivityDeps } from '../../src/activities/deps.js';
+import type { AppContext } from '../../src/service/context.js';
+import { PROJECT_ROOT } from '../../src/runtime/tools.js';
+import { createAccount } from '../../src/catalog/accounts.js';
+import { randomSuffix } from '../../src/shared/ids.js';
+
+let runtimeInstalled = false;
+function quietTemporalRuntime() {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+}
+
+export interface StackOptions {
+  store?: 'fs' | 's3';
+  catalog?: 'postgres' | 'pglite';
+  limits?: Partial<Limits>;
+  faultHook?: ActivityDeps['faultHook'];
+  config?: Partial<Config>;
+  /** Start the API on a free port. */
+  api?: boolean;
+  /** Start the workers (default true). */
+  workers?: boolean;
+}
+
+export interface TestStack {
+  dir: string;
+  db: CatalogDb;
+  store: BlobStore;
+  runtime: LocalSandboxRuntime;
+  client: Client;
+  config: Config;
+  ctx: AppContext;
+  workers: Worker[];
+  api?: FastifyInstance;
+  apiUrl?: string;
+  deps: ActivityDeps;
+  newAccount(name?: string): Promise<{ id: string; apiKey: string }>;
+  close(): Promise<void>;
+}
+
+/**
+ * A caged stack on the real services of the run: the shared Temporal dev server, PostgreSQL (or
+ * PGlite) and the moto S3 server (or the fs store). Each stack has its own task queue, so test
+ * files running in parallel never take each other's tasks.
+ */
+export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
+  quietTemporalRuntime();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-stack-'));
+  const queue = `caged-test-${randomSuffix(8)}`;
+  const base = loadConfig({ CAGED_DATA_DIR: dir, TEMPORAL_TASK_QUEUE: queue, CAGED_HOST_ID: 'testhost' }, 'dev');
+  const config: Config = {
+    ...base,
+    adminToken: 'test-admin-token-0123456789',
+    urlSecret: 'test-url-secret-0123456789',
+    ...opts.config,
+    limits: { ...base.limits, ...opts.limits },
+  };
+  const db = await openCatalog(opts.catalog === 'pglite' ? {} : { databaseUrl: inject('databaseUrl') });
+  const store: BlobStore =
+    opts.store === 's3'
+      ? new S3BlobStore(
+          {
+            bucket: inject('s3Bucket'),
+            endpoint: inject('s3Endpoint'),
+            region: 'us-east-1',
+            forcePathStyle: true,
+            prefix: `${queue}/`,
+            partSizeBytes: 5 * 1024 * 1024,
+            queueSize: 2,
+          },
+          { credentials: { accessKeyId: 'test', secretAccessKey: 'test' } },
+        )
+      : new FsBlobStore(path.join(dir, 'blobs'));
+  const runtime = new LocalSandboxRuntime({ baseDir: path.join(dir, 'sandboxes'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
+  const log = pino({ level: process.env.CAGED_TEST_LOG ?? 'silent' });
+  const address = inject('temporalAddress');
+  const connection = await Connection.connect({ address });
+  const client = new Client({ connection });
+  const deps: ActivityDeps = { db, store, runtime, limits: config.limits, log, faultHook: opts.faultHook };
+  const native = await NativeConnection.connect({ address });
+  const workers =
+    opts.workers === false
+      ? []
+      : await createWorkers(deps, {
+          connection: native,
+          namespace: 'default',
+          taskQueue: queue,
+          hostId: config.hostId,
+          workflowBundle: { code: inject('workflowCode') },
+        });
+  const running = workers.map((w) => w.run());
+  const ctx: AppContext = { config, db, store, runtime, temporal: client, log };
+  let api: FastifyInstance | undefined;
+  let apiUrl: string | undefined;
+  if (opts.api) {
+    api = await buildServer(ctx);
+    apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });
+  }
+  return {
+    dir,
+    db,
+    store,
+    runtime,
+    client,
+    config,
+    ctx,
+    workers,
+    api,
+    apiUrl,
+    deps,
+    async newAccount(name = 'test') {
+      const { account, apiKey } = await createAccount(db, name);
+      return { id: account.id, apiKey };
+    },
+    async close() {
+      await api?.close();
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.allSettled(running);
+      await native.close().catch(() => {});
+      await connection.close().catch(() => {});
+      for (const id of fs.existsSync(path.join(dir, 'sandboxes')) ? fs.readdirSync(path.join(dir, 'sandboxes')) : []) {
+        if (/^cage-/.test(id)) await runtime.destroy(id).catch(() => {});
+      }
+      await store.close?.();
+      await db.destroy();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
