@@ -26,6 +26,7 @@ const envSchema = z.object({
   CAGED_IDLE_TIMEOUT_S: int.default(300),
   CAGED_IMPORT_MAX_ENTRIES: int.default(200_000),
   CAGED_IMPORT_MAX_PATH: int.default(4096),
+  CAGED_IMPORT_MAX_UNCOMPRESSED_BYTES: int.default(8 * 1024 ** 3),
   TEMPORAL_ADDRESS: z.string().optional(),
   TEMPORAL_NAMESPACE: z.string().default('default'),
   TEMPORAL_TASK_QUEUE: z.string().default('caged'),
@@ -48,6 +49,7 @@ export interface Limits {
   urlExpirySeconds: number;
   importMaxEntries: number;
   importMaxPathLength: number;
+  importMaxUncompressedBytes: number;
 }
 
 export interface S3Config {
@@ -127,6 +129,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
       urlExpirySeconds: e.CAGED_URL_EXPIRY_S,
       importMaxEntries: e.CAGED_IMPORT_MAX_ENTRIES,
       importMaxPathLength: e.CAGED_IMPORT_MAX_PATH,
+      importMaxUncompressedBytes: e.CAGED_IMPORT_MAX_UNCOMPRESSED_BYTES,
     },
     defaultIdleTimeoutSeconds: e.CAGED_IDLE_TIMEOUT_S,
     logLevel: e.CAGED_LOG_LEVEL,

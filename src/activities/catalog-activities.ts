@@ -4,10 +4,29 @@ import * as snapshots from '../catalog/snapshots.js';
 import * as operations from '../catalog/operations.js';
 import * as sandboxes from '../catalog/sandboxes.js';
 import type { SandboxState, SnapshotKind } from '../catalog/schema.js';
+import { exportArchive, downloadUrl, type ExportArchiveInput } from './snapshot-export.js';
+import { convertImport, type ConvertImportInput } from './snapshot-import.js';
 
 /** Activities on the catalog and the object store: they run on the shared task queue. */
-export function createCatalogActivities({ db, store, limits, log }: ActivityDeps) {
+export function createCatalogActivities(deps: ActivityDeps) {
+  const { db, store, limits, log } = deps;
   return {
+    async exportArchive(input: ExportArchiveInput) {
+      return exportArchive(deps, input);
+    },
+
+    async downloadUrl(key: string, filename: string) {
+      return downloadUrl(deps, key, filename);
+    },
+
+    async convertImport(input: ConvertImportInput) {
+      return convertImport(deps, input);
+    },
+
+    async touchSandbox(sandboxId: string): Promise<void> {
+      await sandboxes.touchSandbox(db, sandboxId);
+    },
+
     async reserveSnapshot(r: { snapshotId: string; accountId: string; sandboxId: string; name: string; kind: SnapshotKind; objectKey: string }) {
       const out = await snapshots.reserveSnapshot(
         db,

@@ -11,6 +11,8 @@ export interface ActivityDeps {
   runtime: SandboxRuntime;
   limits: Limits;
   log: Logger;
+  /** For download URLs of stores that cannot presign (fs): the API's public URL and the HMAC secret it shares. */
+  urls?: { secret: string; publicUrl: string };
   /**
    * Called at named points inside data-moving activities ("upload:progress", "restore:extracting", …).
    * Tests arm it to fail a step on purpose and prove the rollback; production leaves it unset.

@@ -1,5 +1,7 @@
 import type { ActivityDeps } from './deps.js';
 import { uploadSnapshot, type UploadSnapshotInput } from './snapshot-upload.js';
+import { stageSnapshot, type StageSnapshotInput } from './snapshot-restore.js';
+import { commitSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
 
 /** Activities that touch a sandbox's disk or processes: they run on its host's task queue. */
 export function createSandboxActivities(deps: ActivityDeps) {
@@ -26,6 +28,28 @@ export function createSandboxActivities(deps: ActivityDeps) {
 
     async uploadSnapshot(input: UploadSnapshotInput) {
       return uploadSnapshot(deps, input);
+    },
+
+    async createEmptySandbox(sandboxId: string): Promise<void> {
+      await runtime.createEmpty(sandboxId);
+    },
+
+    async stageSnapshot(input: StageSnapshotInput): Promise<void> {
+      await stageSnapshot(deps, input);
+    },
+
+    /** Staging becomes the root; the old root is kept beside it until commit or rollback. */
+    async swapRoot(sandboxId: string, operationId: string): Promise<void> {
+      await swapIn(runtime.sandboxDir(sandboxId), operationId);
+      await deps.faultHook?.('restore:swapped', { sandboxId });
+    },
+
+    async rollbackRoot(sandboxId: string, operationId: string): Promise<void> {
+      await rollbackSwap(runtime.sandboxDir(sandboxId), operationId);
+    },
+
+    async commitRoot(sandboxId: string, operationId: string): Promise<void> {
+      await commitSwap(runtime.sandboxDir(sandboxId), operationId);
     },
   };
 }

@@ -7,6 +7,8 @@ import { fileRoutes } from './routes/files.js';
 import { snapshotRoutes } from './routes/snapshots.js';
 import { operationRoutes } from './routes/operations.js';
 import { adminRoutes } from './routes/admin.js';
+import { importRoutes, snapshotTransferRoutes } from './routes/snapshot-transfers.js';
+import { idleRoutes } from './routes/idle.js';
 
 /** Routes that authenticate some other way: the operator token, or no credential at all. */
 const OWN_AUTH = [/^\/healthz$/, /^\/v1\/admin\//, /^\/v1\/downloads\//, /^\/v1\/sandboxes\/[^/]+\/idle-timeout$/];
@@ -26,6 +28,9 @@ export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
   snapshotRoutes(app, ctx);
   operationRoutes(app, ctx);
   adminRoutes(app, ctx);
+  snapshotTransferRoutes(app, ctx);
+  idleRoutes(app, ctx);
+  await app.register(async (scope) => importRoutes(scope, ctx));
   await app.register(async (scope) => fileRoutes(scope, ctx));
   return app;
 }

@@ -40,7 +40,14 @@ export async function runDev(): Promise<void> {
 
   const connection = await NativeConnection.connect({ address });
   const workers = await createWorkers(
-    { db: ctx.db, store: ctx.store, runtime: ctx.runtime, limits: config.limits, log: log.child({ component: 'worker' }) },
+    {
+      db: ctx.db,
+      store: ctx.store,
+      runtime: ctx.runtime,
+      limits: config.limits,
+      log: log.child({ component: 'worker' }),
+      urls: { secret: config.urlSecret, publicUrl: config.publicUrl },
+    },
     { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
   );
   const running = runWorkers(workers);

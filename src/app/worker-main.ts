@@ -12,7 +12,14 @@ export async function runWorker(): Promise<void> {
   const ctx = await createAppContext(config, log, address);
   const connection = await NativeConnection.connect({ address });
   const workers = await createWorkers(
-    { db: ctx.db, store: ctx.store, runtime: ctx.runtime, limits: config.limits, log },
+    {
+      db: ctx.db,
+      store: ctx.store,
+      runtime: ctx.runtime,
+      limits: config.limits,
+      log,
+      urls: config.urlSecret ? { secret: config.urlSecret, publicUrl: config.publicUrl } : undefined,
+    },
     { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
   );
   log.info({ taskQueue: config.temporal.taskQueue, hostId: config.hostId }, 'caged worker running');

@@ -207,3 +207,19 @@ export function snapshotDto(s: SnapshotRow) {
     ...(s.error_code ? { error: { code: s.error_code, message: s.error_message ?? '' } } : {}),
   };
 }
+
+/** A refused import leaves nothing behind, not even a failed row. */
+export async function discardReservation(db: CatalogDb, id: string): Promise<void> {
+  await db.deleteFrom('snapshots').where('id', '=', id).where('state', '=', 'pending').execute();
+}
+
+/** The running operation that reads this snapshot, if any (restore, fork, export). */
+export async function activeReader(db: CatalogDb, snapshotId: string): Promise<{ id: string; type: string } | undefined> {
+  return db
+    .selectFrom('operations')
+    .select(['id', 'type'])
+    .where('snapshot_id', '=', snapshotId)
+    .where('status', '=', 'running')
+    .where('type', 'in', ['restore', 'fork', 'export'])
+    .executeTakeFirst();
+}

@@ -1,6 +1,32 @@
 import type { AppContext } from './context.js';
+import { getAccountSnapshot } from '../catalog/snapshots.js';
+import { getSandbox, insertSandbox } from '../catalog/sandboxes.js';
+import { snapshotDto } from '../catalog/snapshots.js';
+import { operationDto } from '../catalog/operations.js';
+import { sandboxDto } from '../api/dto.js';
+import { submitOperation } from './operations.js';
+import { newSandboxId } from '../shared/ids.js';
 import { CagedError } from '../shared/errors.js';
 
-export async function forkSandbox(_ctx: AppContext, _accountId: string, _snapshotId: string, _idle?: number): Promise<{ sandbox: unknown; operation: string }> {
-  throw new CagedError('invalid_input', 'fork is not yet available');
+/**
+ * A new sandbox from a snapshot: same template and resources as the snapshot's source sandbox,
+ * the snapshot's files, and no session history. The fork runs on the new sandbox's workflow.
+ */
+export async function forkSandbox(ctx: AppContext, accountId: string, snapshotId: string, idleTimeoutSeconds?: number) {
+  const snap = await getAccountSnapshot(ctx.db, accountId, snapshotId);
+  if (snap.state !== 'ready') throw new CagedError('invalid_state', `snapshot ${snapshotId} is ${snap.state}, not ready`);
+  const source = await getSandbox(ctx.db, snap.sandbox_id);
+  if (!source) throw new CagedError('not_found', `the source sandbox of ${snapshotId} is gone`);
+  const sandbox = await insertSandbox(ctx.db, {
+    id: newSandboxId(),
+    accountId,
+    template: source.template,
+    cpu: source.cpu,
+    memoryMb: source.memory_mb,
+    hostId: ctx.config.hostId,
+    idleTimeoutSeconds: idleTimeoutSeconds ?? source.idle_timeout_s,
+    sourceSnapshotId: snapshotId,
+  });
+  const operation = await submitOperation(ctx, sandbox, 'fork', { snapshotId, sourceSandboxId: source.id, newSandboxId: sandbox.id }, { snapshotId });
+  return { sandbox: sandboxDto(sandbox), snapshot: snapshotDto(snap), operation: operationDto(operation) };
 }

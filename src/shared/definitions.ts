@@ -94,6 +94,7 @@ export type OperationRequest =
   | { type: 'delete_snapshot'; input: DeleteSnapshotInput }
   | { type: 'pause'; input: PauseInput }
   | { type: 'restore'; input: RestoreInput }
+  | { type: 'fork'; input: ForkInput }
   | { type: 'export'; input: ExportInput }
   | { type: 'import'; input: ImportInput }
   | { type: 'delete_sandbox'; input: DeleteSandboxInput }

@@ -28,3 +28,11 @@ export function hostActivities(taskQueue: string) {
   });
   return { control, data };
 }
+
+/** Store-to-store data movers (export, import) on the shared queue; they heartbeat their bytes. */
+export const sharedData = proxyActivities<SharedActivities>({
+  startToCloseTimeout: '2 hours',
+  heartbeatTimeout: '15 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5 },
+});

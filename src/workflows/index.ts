@@ -5,3 +5,7 @@ export { deleteSnapshotWorkflow } from './delete-snapshot.js';
 export { pauseWorkflow } from './pause.js';
 export { resumeWorkflow } from './resume.js';
 export { deleteSandboxWorkflow } from './delete-sandbox.js';
+export { restoreWorkflow } from './restore.js';
+export { forkWorkflow } from './fork.js';
+export { exportWorkflow } from './export.js';
+export { importWorkflow } from './import.js';

@@ -25,6 +25,10 @@ import { deleteSnapshotWorkflow } from './delete-snapshot.js';
 import { pauseWorkflow } from './pause.js';
 import { resumeWorkflow } from './resume.js';
 import { deleteSandboxWorkflow } from './delete-sandbox.js';
+import { restoreWorkflow } from './restore.js';
+import { forkWorkflow } from './fork.js';
+import { exportWorkflow } from './export.js';
+import { importWorkflow } from './import.js';
 
 const WORKFLOW_OF = {
   create_snapshot: createSnapshotWorkflow,
@@ -32,6 +36,10 @@ const WORKFLOW_OF = {
   pause: pauseWorkflow,
   resume: resumeWorkflow,
   delete_sandbox: deleteSandboxWorkflow,
+  restore: restoreWorkflow,
+  fork: forkWorkflow,
+  export: exportWorkflow,
+  import: importWorkflow,
 } as const;
 
 /**
@@ -125,7 +133,7 @@ async function runChild(
   onStart({ id: req.input.operationId, scope });
   try {
     await scope.run(() =>
-      executeChild(WORKFLOW_OF[req.type as keyof typeof WORKFLOW_OF] as (i: typeof req.input) => Promise<unknown>, {
+      executeChild(WORKFLOW_OF[req.type] as (i: typeof req.input) => Promise<unknown>, {
         workflowId: req.input.operationId,
         args: [req.input],
         cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,

@@ -65,7 +65,7 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-stack-'));
   const queue = `caged-test-${randomSuffix(8)}`;
   const base = loadConfig({ CAGED_DATA_DIR: dir, TEMPORAL_TASK_QUEUE: queue, CAGED_HOST_ID: 'testhost' }, 'dev');
-  const config: Config = {
+  let config: Config = {
     ...base,
     adminToken: 'test-admin-token-0123456789',
     urlSecret: 'test-url-secret-0123456789',
@@ -95,6 +95,16 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
   const client = new Client({ connection });
   const deps: ActivityDeps = { db, store, runtime, limits: config.limits, log, faultHook: opts.faultHook };
   const native = await NativeConnection.connect({ address });
+  let api: FastifyInstance | undefined;
+  let apiUrl: string | undefined;
+  const ctx: AppContext = { config, db, store, runtime, temporal: client, log };
+  if (opts.api) {
+    api = await buildServer(ctx);
+    apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });
+    // Download URLs must point at this API.
+    ctx.config = config = { ...config, publicUrl: apiUrl };
+  }
+  deps.urls = { secret: config.urlSecret!, publicUrl: config.publicUrl };
   const workers =
     opts.workers === false
       ? []
@@ -106,13 +116,6 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
           workflowBundle: { code: inject('workflowCode') },
         });
   const running = workers.map((w) => w.run());
-  const ctx: AppContext = { config, db, store, runtime, temporal: client, log };
-  let api: FastifyInstance | undefined;
-  let apiUrl: string | undefined;
-  if (opts.api) {
-    api = await buildServer(ctx);
-    apiUrl = await api.listen({ host: '127.0.0.1', port: 0 });
-  }
   return {
     dir,
     db,

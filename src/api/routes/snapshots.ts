@@ -6,7 +6,7 @@ import { accountOf } from '../auth.js';
 import { idempotent } from '../idempotency.js';
 import { sandboxIdParam } from './sandboxes.js';
 import { getAccountSandbox, getSandbox } from '../../catalog/sandboxes.js';
-import { getAccountSnapshot, listSandboxSnapshots, reserveSnapshot, snapshotDto } from '../../catalog/snapshots.js';
+import { activeReader, getAccountSnapshot, listSandboxSnapshots, reserveSnapshot, snapshotDto } from '../../catalog/snapshots.js';
 import { submitOperation } from '../../service/operations.js';
 import { snapshotObjectKey } from '../../workflows/snapshot-steps.js';
 import { newSnapshotId, SNAPSHOT_ID_RE } from '../../shared/ids.js';
@@ -52,6 +52,8 @@ export function snapshotRoutes(app: FastifyInstance, ctx: AppContext) {
       const { id } = snapshotIdParam.parse(req.params);
       const snap = await getAccountSnapshot(ctx.db, accountOf(req).id, id);
       if (snap.state === 'pending') throw new CagedError('invalid_state', `snapshot ${id} is still being created`);
+      const reader = await activeReader(ctx.db, id);
+      if (reader) throw new CagedError('snapshot_in_use', `snapshot ${id} is being read by ${reader.type} operation ${reader.id}; delete it when that finishes`);
       const sandbox = await getSandboxForSnapshot(ctx, snap.sandbox_id);
       const operation = await submitOperation(ctx, sandbox, 'delete_snapshot', { sandboxId: snap.sandbox_id, snapshotId: id }, { snapshotId: id });
       return { status: 202, body: { operation: operationDto(operation) } };

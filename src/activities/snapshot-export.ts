@@ -1,0 +1,98 @@
+import { createHash } from 'node:crypto';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Context } from '@temporalio/activity';
+import type { ActivityDeps } from './deps.js';
+import { transcodeToGzip } from '../archive/snapshot-format.js';
+import { progressReporter } from './progress.js';
+import { CagedError } from '../shared/errors.js';
+import { signDownload } from '../shared/signed-url.js';
+
+export const exportKey = (snapshotId: string) => `exports/${snapshotId}.tar.gz`;
+
+export interface ExportArchiveInput {
+  operationId: string;
+  snapshotId: string;
+  objectKey: string;
+  sha256: string;
+}
+
+/**
+ * Writes the snapshot as a standard .tar.gz next to it. A repeated export finds the archive and
+ * its checksum already there and reuses them.
+ */
+export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInput): Promise<{ key: string; sha256: string; sizeBytes: number; reused: boolean }> {
+  const { store, db } = deps;
+  const key = exportKey(input.snapshotId);
+  const sumKey = `${key}.sha256`;
+  const existing = await store.head(key);
+  const sum = existing ? await readSmall(deps, sumKey) : undefined;
+  if (existing && sum) return { key, sha256: sum, sizeBytes: existing.size, reused: true };
+
+  const signal = Context.current().cancellationSignal;
+  await store.abortIncomplete(key);
+  const progress = progressReporter(db, input.operationId, 'exporting');
+  const inHash = createHash('sha256');
+  const outHash = createHash('sha256');
+  let size = 0;
+  const tap = (h: ReturnType<typeof createHash>, count: boolean) =>
+    new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        h.update(chunk);
+        if (count) {
+          size += chunk.length;
+        } else progress.add(chunk.length);
+        cb(null, chunk);
+      },
+    });
+  const gz = transcodeToGzip(signal);
+  const source = await store.get(input.objectKey, { signal });
+  const outTap = tap(outHash, true);
+  gz.output.on('error', (e) => outTap.destroy(e));
+  gz.output.pipe(outTap);
+  try {
+    await Promise.all([
+      pipeline(source, tap(inHash, false), gz.input, { signal }),
+      store.put(key, outTap, { signal, contentType: 'application/gzip' }),
+      gz.done,
+    ]);
+  } catch (err) {
+    gz.kill();
+    await store.delete(key).catch(() => {});
+    throw err;
+  }
+  if (inHash.digest('hex') !== input.sha256) {
+    await store.delete(key);
+    throw new CagedError('checksum_mismatch', `snapshot ${input.snapshotId} is corrupt: its sha256 does not match the catalog`);
+  }
+  const sha256 = outHash.digest('hex');
+  await putSmall(deps, sumKey, sha256);
+  await progress.flush();
+  return { key, sha256, sizeBytes: size, reused: false };
+}
+
+/** A URL to download `key`: presigned by S3 itself, or HMAC-signed for the API to serve. */
+export async function downloadUrl(deps: ActivityDeps, key: string, filename: string): Promise<{ url: string; expires_at: string }> {
+  const seconds = deps.limits.urlExpirySeconds;
+  const expiresAt = Math.floor(Date.now() / 1000) + seconds;
+  if (deps.store.presignGet) {
+    return { url: await deps.store.presignGet(key, seconds, filename), expires_at: new Date(expiresAt * 1000).toISOString() };
+  }
+  if (!deps.urls) throw new CagedError('internal', 'download URLs need CAGED_URL_SECRET and CAGED_PUBLIC_URL on the worker');
+  return { url: signDownload(deps.urls.secret, deps.urls.publicUrl, key, expiresAt), expires_at: new Date(expiresAt * 1000).toISOString() };
+}
+
+async function readSmall(deps: ActivityDeps, key: string): Promise<string | undefined> {
+  try {
+    const chunks: Buffer[] = [];
+    for await (const c of await deps.store.get(key)) chunks.push(c as Buffer);
+    return Buffer.concat(chunks).toString('utf8').trim() || undefined;
+  } catch (err) {
+    if (err instanceof CagedError && err.code === 'not_found') return undefined;
+    throw err;
+  }
+}
+
+async function putSmall(deps: ActivityDeps, key: string, text: string): Promise<void> {
+  await deps.store.put(key, Readable.from([Buffer.from(text)]));
+}

@@ -1,0 +1,57 @@
+import { createHash } from 'node:crypto';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Context } from '@temporalio/activity';
+import type { ActivityDeps } from './deps.js';
+import { unpackSnapshot } from '../archive/snapshot-format.js';
+import { prepareStaging, removeStaging } from '../sandbox/root-swap.js';
+import { progressReporter } from './progress.js';
+import { CagedError } from '../shared/errors.js';
+
+export interface StageSnapshotInput {
+  operationId: string;
+  sandboxId: string;
+  snapshotId: string;
+  objectKey: string;
+  sha256: string;
+  sizeBytes: number;
+}
+
+/**
+ * Streams a snapshot from the store into a staging directory beside the sandbox's root, hashing
+ * it on the way. The root itself is not touched: a failure, a cancellation or a checksum mismatch
+ * only removes the staging directory.
+ */
+export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInput): Promise<void> {
+  const { store, runtime, db } = deps;
+  const signal = Context.current().cancellationSignal;
+  const sandboxDir = runtime.sandboxDir(input.sandboxId);
+  const dest = await prepareStaging(sandboxDir, input.operationId);
+  const progress = progressReporter(db, input.operationId, 'extracting');
+  const hash = createHash('sha256');
+  const hook = deps.faultHook;
+  const meter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      progress.add(chunk.length);
+      if (!hook) return cb(null, chunk);
+      Promise.resolve()
+        .then(() => hook('restore:extracting', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes: progress.bytes }))
+        .then(() => cb(null, chunk), cb);
+    },
+  });
+  const unpack = unpackSnapshot(dest, signal);
+  try {
+    const body = await store.get(input.objectKey, { signal });
+    await Promise.all([pipeline(body, meter, unpack.stream, { signal }), unpack.done]);
+    const actual = hash.digest('hex');
+    if (actual !== input.sha256) {
+      throw new CagedError('checksum_mismatch', `snapshot ${input.snapshotId} is corrupt: sha256 ${actual} != recorded ${input.sha256}`);
+    }
+  } catch (err) {
+    unpack.kill();
+    await removeStaging(sandboxDir, input.operationId);
+    throw err;
+  }
+  await progress.flush();
+}

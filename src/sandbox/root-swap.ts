@@ -1,0 +1,69 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+
+/**
+ * Replacing a sandbox's root: the new tree is built in a staging directory beside the root, then
+ * the two are swapped by renames (same filesystem, so nothing is copied). Every step is idempotent
+ * and can resume after a crash between its renames; rollback puts the previous root back.
+ */
+export const stagingDir = (sandboxDir: string, operationId: string) => path.join(sandboxDir, `root.staging-${operationId}`);
+export const previousDir = (sandboxDir: string, operationId: string) => path.join(sandboxDir, `root.previous-${operationId}`);
+const rootOf = (sandboxDir: string) => path.join(sandboxDir, 'root');
+
+async function exists(p: string): Promise<boolean> {
+  return fs.lstat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** A fresh, empty staging directory (whatever an earlier attempt left is removed). */
+export async function prepareStaging(sandboxDir: string, operationId: string): Promise<string> {
+  const dir = stagingDir(sandboxDir, operationId);
+  await fs.rm(dir, { recursive: true, force: true });
+  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  return dir;
+}
+
+export async function removeStaging(sandboxDir: string, operationId: string): Promise<void> {
+  await fs.rm(stagingDir(sandboxDir, operationId), { recursive: true, force: true });
+}
+
+export async function swapIn(sandboxDir: string, operationId: string): Promise<void> {
+  const staging = stagingDir(sandboxDir, operationId);
+  const previous = previousDir(sandboxDir, operationId);
+  const root = rootOf(sandboxDir);
+  if (!(await exists(staging))) {
+    if (await exists(previous)) return; // swapped already
+    throw new Error(`nothing staged for ${operationId}`);
+  }
+  if (await exists(root)) {
+    if (await exists(previous)) throw new Error(`both the root and ${path.basename(previous)} exist; refusing to overwrite either`);
+    await fs.rename(root, previous);
+  }
+  await fs.rename(staging, root);
+}
+
+/** Undoes swapIn: the previous root comes back, the restored one goes. */
+export async function rollbackSwap(sandboxDir: string, operationId: string): Promise<void> {
+  const previous = previousDir(sandboxDir, operationId);
+  const root = rootOf(sandboxDir);
+  if (await exists(previous)) {
+    if (await exists(root)) {
+      const discard = `${root}.discard-${operationId}`;
+      await fs.rm(discard, { recursive: true, force: true });
+      await fs.rename(root, discard);
+      await fs.rename(previous, root);
+      await fs.rm(discard, { recursive: true, force: true });
+    } else {
+      await fs.rename(previous, root);
+    }
+  }
+  await removeStaging(sandboxDir, operationId);
+}
+
+/** After success: the previous root is no longer needed. */
+export async function commitSwap(sandboxDir: string, operationId: string): Promise<void> {
+  await fs.rm(previousDir(sandboxDir, operationId), { recursive: true, force: true });
+  await removeStaging(sandboxDir, operationId);
+}

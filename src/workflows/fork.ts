@@ -1,0 +1,21 @@
+import type { ForkInput } from '../shared/definitions.js';
+import { catalog, hostActivities } from './activities.js';
+import { runOperation } from './operation.js';
+import { restoreInto } from './restore-steps.js';
+
+/** A new sandbox with the snapshot's filesystem; a failed fork removes the half-made sandbox. */
+export async function forkWorkflow(input: ForkInput) {
+  return runOperation(input.operationId, async (saga) => {
+    const { control } = hostActivities(input.hostQueue);
+    saga.add('remove half-made sandbox', async () => {
+      await control.destroySandbox(input.newSandboxId);
+      await catalog.setSandboxState(input.newSandboxId, 'deleted');
+    });
+    await catalog.reportStep(input.operationId, 'creating');
+    await control.createEmptySandbox(input.newSandboxId);
+    const out = await restoreInto({ operationId: input.operationId, snapshotId: input.snapshotId, targetSandboxId: input.newSandboxId, hostQueue: input.hostQueue }, saga);
+    await control.commitRoot(input.newSandboxId, input.operationId);
+    await catalog.setSandboxState(input.newSandboxId, 'running');
+    return { sandbox_id: input.newSandboxId, snapshot_id: input.snapshotId, ...out };
+  });
+}

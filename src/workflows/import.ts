@@ -1,0 +1,27 @@
+import type { ImportInput } from '../shared/definitions.js';
+import { catalog, sharedData } from './activities.js';
+import { runOperation } from './operation.js';
+import { snapshotObjectKey } from './snapshot-steps.js';
+
+/**
+ * The API validated the upload and reserved the snapshot; this converts it to the snapshot format.
+ * The uploaded copy is removed whatever happens.
+ */
+export async function importWorkflow(input: ImportInput) {
+  return runOperation(input.operationId, async (saga) => {
+    const objectKey = snapshotObjectKey(input.sandboxId, input.snapshotId);
+    saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(input.snapshotId, why.code, why.message));
+    saga.add('delete partial object', () => catalog.deleteObject(objectKey));
+    saga.add('delete upload', () => catalog.deleteObject(input.stagingKey));
+    await catalog.reportStep(input.operationId, 'converting');
+    const { sizeBytes, sha256 } = await sharedData.convertImport({
+      operationId: input.operationId,
+      snapshotId: input.snapshotId,
+      stagingKey: input.stagingKey,
+      objectKey,
+    });
+    await catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256);
+    await catalog.deleteObject(input.stagingKey);
+    return { snapshot_id: input.snapshotId, size_bytes: sizeBytes, sha256 };
+  });
+}

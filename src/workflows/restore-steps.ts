@@ -1,0 +1,31 @@
+import { catalog, hostActivities } from './activities.js';
+import type { Saga } from './saga.js';
+
+export interface RestoreArgs {
+  operationId: string;
+  snapshotId: string;
+  targetSandboxId: string;
+  hostQueue: string;
+}
+
+/**
+ * Verify-and-stage, then swap. Before the swap a failure only removes the staging directory; after
+ * it, the compensation puts the previous root back. The caller has stopped the target's processes.
+ */
+export async function restoreInto(a: RestoreArgs, saga: Saga): Promise<{ sha256: string; size_bytes: number }> {
+  const { control, data } = hostActivities(a.hostQueue);
+  const snap = await catalog.claimSnapshotForRead(a.snapshotId);
+  await catalog.reportStep(a.operationId, 'extracting', snap.sizeBytes);
+  saga.add('roll back root', () => control.rollbackRoot(a.targetSandboxId, a.operationId));
+  await data.stageSnapshot({
+    operationId: a.operationId,
+    sandboxId: a.targetSandboxId,
+    snapshotId: a.snapshotId,
+    objectKey: snap.objectKey,
+    sha256: snap.sha256,
+    sizeBytes: snap.sizeBytes,
+  });
+  await catalog.reportStep(a.operationId, 'swapping');
+  await control.swapRoot(a.targetSandboxId, a.operationId);
+  return { sha256: snap.sha256, size_bytes: snap.sizeBytes };
+}

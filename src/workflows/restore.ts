@@ -1,0 +1,27 @@
+import { CancellationScope } from '@temporalio/workflow';
+import type { RestoreInput } from '../shared/definitions.js';
+import { catalog, hostActivities } from './activities.js';
+import { runOperation } from './operation.js';
+import { restoreInto } from './restore-steps.js';
+
+/**
+ * Replaces the target's filesystem with the snapshot's, exactly. Its processes are stopped
+ * meanwhile, and it ends in the state it had before (running or paused).
+ */
+export async function restoreWorkflow(input: RestoreInput) {
+  return runOperation(input.operationId, async (saga) => {
+    const { control } = hostActivities(input.hostQueue);
+    const before = await catalog.getSandboxState(input.targetSandboxId);
+    await catalog.reportStep(input.operationId, 'quiescing');
+    if (before !== 'paused') saga.add('resume target', () => control.resumeSandbox(input.targetSandboxId));
+    await control.pauseSandbox(input.targetSandboxId);
+
+    const out = await restoreInto({ ...input }, saga);
+
+    await catalog.reportStep(input.operationId, 'finalizing');
+    await control.commitRoot(input.targetSandboxId, input.operationId);
+    if (before !== 'paused') await CancellationScope.nonCancellable(() => control.resumeSandbox(input.targetSandboxId));
+    await catalog.touchSandbox(input.targetSandboxId);
+    return { snapshot_id: input.snapshotId, sandbox_id: input.targetSandboxId, ...out };
+  });
+}
