@@ -342,6 +342,7 @@ describe('files', () => {
       const r = await A.call(method, `/v1/sandboxes/${sbA}/files/`, method === 'PUT' ? 'x' : undefined);
       expect(r.status, method).toBe(400);
       expect(r.body).toEqual(errorBody('invalid_input'));
+      expect(r.body.error.message).toContain('file path is required');
     }
   });
 
@@ -355,6 +356,7 @@ describe('files', () => {
         const r = await rawRequest(method, `/v1/sandboxes/${sbA}/files/${p}`, keyA, method === 'PUT' ? Buffer.from('escaped') : undefined);
         expect(r.status, `${method} ${p}`).toBe(400);
         expect(r.body, `${method} ${p}`).toEqual(errorBody('invalid_input'));
+        expect(r.body.error.message).toContain("must not contain '..'");
       }
     }
     expect(fs.readdirSync(outside).sort()).toEqual(before);

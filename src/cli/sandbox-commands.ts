@@ -42,7 +42,9 @@ export function sandboxCommands(program: Command): void {
       const { operation } = await client.request<{ operation: Operation }>('POST', `/v1/sandboxes/${enc(id)}/pause`);
       if (!o.wait) return out(operation.id);
       const done = await waitForOperation(client, operation.id, { quiet: isQuiet(cmd) });
-      out(`paused ${id}${done.snapshot_id ? ` (snapshot ${done.snapshot_id})` : ''}`);
+      // The pause's auto snapshot is in its result; the operation row names no snapshot.
+      const snap = done.snapshot_id ?? (typeof done.result?.snapshot_id === 'string' ? done.result.snapshot_id : undefined);
+      out(`paused ${id}${snap ? ` (snapshot ${snap})` : ''}`);
     });
 
   program

@@ -1,0 +1,46 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Worker, type WorkerOptions } from '@temporalio/worker';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
+import { WORKFLOWS_PATH } from '../app/worker.js';
+
+export interface ReplayOutcome {
+  file: string;
+  workflowType?: string;
+  error?: string;
+}
+
+/** JSON history files under the given paths (files or directories, searched recursively). */
+export function historyFiles(paths: string[]): string[] {
+  const out: string[] = [];
+  const visit = (p: string) => {
+    const st = fs.statSync(p);
+    if (st.isDirectory()) for (const name of fs.readdirSync(p).sort()) visit(path.join(p, name));
+    else if (p.endsWith('.json')) out.push(p);
+  };
+  for (const p of paths) visit(p);
+  return out;
+}
+
+function workflowTypeOf(json: { events?: { workflowExecutionStartedEventAttributes?: { workflowType?: { name?: string } } }[] }): string | undefined {
+  return json.events?.[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name;
+}
+
+/**
+ * Replays histories (as `temporal workflow show --output json` writes them) against the current
+ * workflow code. Any non-determinism shows up as an error for that file.
+ */
+export async function replayHistoryFiles(files: string[], bundle?: WorkerOptions['workflowBundle']): Promise<ReplayOutcome[]> {
+  const parsed = files.map((file) => {
+    const json = JSON.parse(fs.readFileSync(file, 'utf8'));
+    return { file, json, workflowType: workflowTypeOf(json) };
+  });
+  const histories = parsed.map((p) => ({ workflowId: p.file, history: historyFromJSON(p.json) }));
+  const options = bundle ? { workflowBundle: bundle } : { workflowsPath: WORKFLOWS_PATH };
+  const outcomes: ReplayOutcome[] = [];
+  for await (const result of Worker.runReplayHistories(options, histories)) {
+    const p = parsed.find((x) => x.file === result.workflowId)!;
+    outcomes.push({ file: p.file, workflowType: p.workflowType, ...(result.error ? { error: String(result.error.message ?? result.error) } : {}) });
+  }
+  return outcomes;
+}

@@ -1,0 +1,224 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { apiClient } from './support/http.js';
+import { freePort } from '../src/runtime/child-process.js';
+import { PROJECT_ROOT } from '../src/runtime/tools.js';
+import { LocalSandboxRuntime } from '../src/sandbox/local-runtime.js';
+
+const START_TIMEOUT_MS = 90_000;
+const STOP_TIMEOUT_MS = 30_000;
+
+interface DevRun {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  apiUrl: string;
+  apiKey: string;
+  adminToken: string;
+  uiUrl: string;
+  temporalPid: number;
+}
+
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-dev-test-'));
+/** Everything started here, so that a failing test still leaves nothing running. */
+const started: DevRun[] = [];
+const temporalPids = new Set<number>();
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Direct children of a process, read from /proc. */
+function childrenOf(pid: number): { pid: number; cmdline: string }[] {
+  const out: { pid: number; cmdline: string }[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      // The command name may contain spaces and parentheses: the fields after it start at the last ')'.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push({ pid: Number(name), cmdline: fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').join(' ') });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
+async function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A gRPC port for the Temporal dev server whose UI port (+1000) is free as well. */
+async function temporalPorts(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const p = await freePort();
+    if (p < 64_000 && (await portIsFree(p + 1000))) return p;
+  }
+  throw new Error('no free pair of ports for Temporal');
+}
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(CAGED_|TEMPORAL_|DATABASE_URL$|S3_)/.test(k)));
+}
+
+/** `npm start` is `node bin/caged.mjs dev`; its own process group lets cleanup reach everything it started. */
+async function startDev(): Promise<DevRun> {
+  const port = await freePort();
+  const temporalPort = await temporalPorts();
+  const child = spawn(process.execPath, ['bin/caged.mjs', 'dev'], {
+    cwd: PROJECT_ROOT,
+    env: { ...cleanEnv(), CAGED_DATA_DIR: dataDir, CAGED_PORT: String(port), CAGED_TEMPORAL_PORT: String(temporalPort), CAGED_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const output = () => `--- stdout\n${stdout}\n--- stderr\n${stderr}`;
+  const run: DevRun = { child, output, exited, apiUrl: '', apiKey: '', adminToken: '', uiUrl: '', temporalPid: 0 };
+  started.push(run);
+
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  let healthy = false;
+  while (!healthy) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`caged dev exited early (${child.exitCode ?? child.signalCode})\n${output()}`);
+    if (Date.now() > deadline) throw new Error(`caged dev did not come up within ${START_TIMEOUT_MS} ms\n${output()}`);
+    const api = /^ {2}API: +(http:\/\/\S+)$/m.exec(stdout)?.[1];
+    if (api) {
+      run.apiUrl = api;
+      const res = await fetch(`${api}/healthz`).catch(() => undefined);
+      if (res?.status === 200) {
+        expect(await res.json()).toEqual({ ok: true });
+        healthy = true;
+        break;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  expect(run.apiUrl).toBe(`http://127.0.0.1:${port}`);
+  run.apiKey = /^ {2}API key: +(caged_sk_\S+)$/m.exec(stdout)?.[1] ?? '';
+  run.adminToken = /^ {2}Admin token: +(\S{16,})$/m.exec(stdout)?.[1] ?? '';
+  run.uiUrl = /^ {2}Temporal UI: +(\S+)$/m.exec(stdout)?.[1] ?? '';
+  expect(run.apiKey, output()).toMatch(/^caged_sk_[A-Za-z0-9_-]{16,}$/);
+  expect(run.adminToken, output()).not.toBe('');
+  expect(run.uiUrl, output()).toBe(`http://127.0.0.1:${temporalPort + 1000}`);
+  expect(stdout).toContain(`export CAGED_API_URL=${run.apiUrl} CAGED_API_KEY=${run.apiKey}`);
+
+  const temporal = childrenOf(child.pid!).filter((c) => c.cmdline.includes('server start-dev') && c.cmdline.includes(`--port ${temporalPort}`));
+  expect(temporal, JSON.stringify(childrenOf(child.pid!))).toHaveLength(1);
+  run.temporalPid = temporal[0]!.pid;
+  temporalPids.add(run.temporalPid);
+  expect(temporal[0]!.cmdline).toContain(`--db-filename ${path.join(dataDir, 'temporal.sqlite')}`);
+  return run;
+}
+
+/** Ctrl-C: the whole stack stops cleanly within the limit and leaves no Temporal server behind. */
+async function interrupt(run: DevRun): Promise<void> {
+  const t0 = Date.now();
+  run.child.kill('SIGINT');
+  const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), STOP_TIMEOUT_MS).unref());
+  const result = await Promise.race([run.exited, timeout]);
+  expect(result, `caged dev still running ${STOP_TIMEOUT_MS} ms after SIGINT\n${run.output()}`).not.toBe('timeout');
+  expect(result, run.output()).toEqual({ code: 0, signal: null });
+  expect(Date.now() - t0).toBeLessThan(STOP_TIMEOUT_MS);
+  expect(alive(run.temporalPid), `temporal dev server ${run.temporalPid} left running`).toBe(false);
+  expect(run.output()).toContain('caged dev: stopping');
+  // Nothing answers on the API port any more.
+  await expect(fetch(`${run.apiUrl}/healthz`)).rejects.toThrow();
+}
+
+afterAll(async () => {
+  for (const run of started) {
+    if (run.child.exitCode === null && run.child.signalCode === null) {
+      try {
+        process.kill(-run.child.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      await Promise.race([run.exited, new Promise((r) => setTimeout(r, 5000))]);
+    }
+  }
+  for (const pid of temporalPids) {
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  }
+  // Sandbox agents run in their own sessions, by design outliving `caged dev`: stop them here.
+  const sandboxes = path.join(dataDir, 'sandboxes');
+  const runtime = new LocalSandboxRuntime({ baseDir: sandboxes, templatesDir: path.join(PROJECT_ROOT, 'templates') });
+  for (const id of fs.existsSync(sandboxes) ? fs.readdirSync(sandboxes) : []) {
+    if (/^cage-[a-z0-9]{8}$/.test(id)) await runtime.destroy(id).catch(() => {});
+  }
+  fs.rmSync(dataDir, { recursive: true, force: true });
+}, 60_000);
+
+describe('npm start (caged dev)', () => {
+  let first: DevRun;
+  let sandboxId: string;
+  let snapshotId: string;
+
+  it('comes up, serves a snapshot end to end, and stops on SIGINT', async () => {
+    first = await startDev();
+    const api = apiClient(first.apiUrl, first.apiKey);
+
+    sandboxId = await api.createSandbox();
+    expect(sandboxId).toMatch(/^cage-[a-z0-9]{8}$/);
+    expect((await api.call('PUT', `/v1/sandboxes/${sandboxId}/files/notes/hello.txt`, 'kept across restarts\n')).status).toBe(204);
+    const { op, snapshotId: snap } = await api.snapshot(sandboxId, 'before-restart');
+    expect(op.status, JSON.stringify(op)).toBe('succeeded');
+    snapshotId = snap;
+    const got = await api.call('GET', `/v1/snapshots/${snapshotId}`);
+    expect(got.body).toMatchObject({ id: snapshotId, name: 'before-restart', state: 'ready' });
+    expect(got.body.size_bytes).toBeGreaterThan(0);
+
+    // The printed admin token is the operator token.
+    const acct = await apiClient(first.apiUrl, first.adminToken).call('POST', '/v1/admin/accounts', { name: 'dev-test' });
+    expect(acct.status).toBe(201);
+    expect(acct.body.api_key).toMatch(/^caged_sk_/);
+
+    await interrupt(first);
+  }, 180_000);
+
+  it('a second start on the same data dir keeps the data and the key', async () => {
+    expect(first?.child.exitCode, 'the first run must have stopped').toBe(0);
+    const second = await startDev();
+    expect(second.apiKey).toBe(first.apiKey);
+    expect(second.adminToken).toBe(first.adminToken);
+    expect(second.temporalPid).not.toBe(first.temporalPid);
+
+    const api = apiClient(second.apiUrl, first.apiKey);
+    const sandboxes = await api.call('GET', '/v1/sandboxes');
+    expect(sandboxes.status).toBe(200);
+    expect(sandboxes.body.sandboxes.map((s: any) => s.id)).toEqual([sandboxId]);
+    const list = await api.call('GET', `/v1/sandboxes/${sandboxId}/snapshots`);
+    expect(list.status).toBe(200);
+    expect(list.body.snapshots.map((s: any) => [s.id, s.name, s.state])).toEqual([[snapshotId, 'before-restart', 'ready']]);
+    const ops = await api.call('GET', `/v1/operations?sandbox_id=${sandboxId}&type=create_snapshot`);
+    expect(ops.body.operations.map((o: any) => [o.snapshot_id, o.status])).toEqual([[snapshotId, 'succeeded']]);
+    const file = await fetch(`${second.apiUrl}/v1/sandboxes/${sandboxId}/files/notes/hello.txt`, { headers: { authorization: `Bearer ${first.apiKey}` } });
+    expect(file.status).toBe(200);
+    expect(await file.text()).toBe('kept across restarts\n');
+
+    // The restarted stack still works: its workflows and workers pick up new operations.
+    const after = await api.snapshot(sandboxId, 'after-restart');
+    expect(after.op.status, JSON.stringify(after.op)).toBe('succeeded');
+    const names = (await api.call('GET', `/v1/sandboxes/${sandboxId}/snapshots`)).body.snapshots.map((s: any) => s.name);
+    expect(names).toEqual(['after-restart', 'before-restart']);
+
+    await interrupt(second);
+  }, 180_000);
+});

@@ -1,0 +1,30 @@
+import path from 'node:path';
+import { describe, expect, it, inject } from 'vitest';
+import { bundleWorkflowCode, DefaultLogger, Runtime } from '@temporalio/worker';
+import { historyFiles, replayHistoryFiles } from '../src/replay/replay-histories.js';
+import { OPERATION_TYPES } from '../src/shared/definitions.js';
+
+Runtime.install({ logger: new DefaultLogger('WARN') });
+const HISTORIES = path.join(import.meta.dirname, 'histories');
+
+describe('replay of recorded histories', () => {
+  it('holds at least one history per workflow type', () => {
+    const types = historyFiles([HISTORIES]).map((f) => path.basename(f, '.json')).sort();
+    const expected = ['sandboxWorkflow', 'createSnapshotWorkflow', 'deleteSnapshotWorkflow', 'pauseWorkflow', 'resumeWorkflow', 'restoreWorkflow', 'forkWorkflow', 'exportWorkflow', 'importWorkflow', 'deleteSandboxWorkflow'].sort();
+    expect(types).toEqual(expected);
+    // Every operation type has its workflow among them.
+    expect(OPERATION_TYPES.length + 1).toBe(expected.length);
+  });
+
+  it('every history replays on the current workflow code', async () => {
+    const outcomes = await replayHistoryFiles(historyFiles([HISTORIES]), { code: inject('workflowCode') });
+    expect(outcomes.filter((o) => o.error)).toEqual([]);
+    expect(outcomes).toHaveLength(10);
+  });
+
+  it('a change that breaks running workflows is caught', async () => {
+    const bundle = await bundleWorkflowCode({ workflowsPath: path.join(import.meta.dirname, 'support/nondeterministic-workflows.ts') });
+    const [outcome] = await replayHistoryFiles([path.join(HISTORIES, 'createSnapshotWorkflow.json')], bundle);
+    expect(outcome!.error).toMatch(/[Nn]ondetermin/);
+  }, 120_000);
+});
