@@ -1,0 +1,252 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack, type TestStack } from './support/stack.js';
+import { apiClient } from './support/http.js';
+import { gnuExtract, sha256File } from './support/tree.js';
+import { getSnapshot } from '../src/catalog/snapshots.js';
+
+let stack: TestStack;
+let apiKey: string;
+let api: ReturnType<typeof apiClient>;
+
+beforeAll(async () => {
+  stack = await startStack({ store: 'fs', catalog: 'postgres', api: true });
+  apiKey = (await stack.newAccount()).apiKey;
+  api = apiClient(stack.apiUrl!, apiKey);
+});
+afterAll(async () => stack?.close());
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const AUTO_NAME = /^auto-pause-\d{8}T\d{6}Z$/;
+const COUNTER = ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'];
+
+function rootFile(id: string, name: string): string {
+  return path.join(stack.runtime.rootDir(id), name);
+}
+
+async function counterMoves(id: string): Promise<boolean> {
+  const before = fs.readFileSync(rootFile(id, 'counter'), 'utf8');
+  await sleep(400);
+  return fs.readFileSync(rootFile(id, 'counter'), 'utf8') !== before;
+}
+
+async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function sandboxState(id: string): Promise<string> {
+  const r = await api.call('GET', `/v1/sandboxes/${id}`);
+  expect(r.status).toBe(200);
+  return r.body.state;
+}
+
+async function snapshotsOf(id: string): Promise<any[]> {
+  const r = await api.call('GET', `/v1/sandboxes/${id}/snapshots`);
+  expect(r.status).toBe(200);
+  return r.body.snapshots;
+}
+
+async function pauseOps(id: string): Promise<any[]> {
+  const r = await api.call('GET', `/v1/operations?sandbox_id=${id}&type=pause`);
+  expect(r.status).toBe(200);
+  return r.body.operations;
+}
+
+async function pause(id: string) {
+  const r = await api.call('POST', `/v1/sandboxes/${id}/pause`);
+  expect(r.status).toBe(202);
+  expect(r.body.operation.type).toBe('pause');
+  return api.waitOp(r.body.operation.id);
+}
+
+describe('pause and resume', () => {
+  it('pause stops the processes and leaves a ready auto snapshot; resume continues them', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    fs.writeFileSync(rootFile(id, 'data.txt'), 'hello\n');
+    await api.exec(id, COUNTER, true);
+    await waitFor(() => fs.existsSync(rootFile(id, 'counter')), 5000, 'the counter to start');
+    expect(await counterMoves(id)).toBe(true);
+
+    const op = await pause(id);
+    expect(op.status).toBe('succeeded');
+    expect(op.progress.step).toBe('done');
+    expect(await sandboxState(id)).toBe('paused');
+    expect(await stack.runtime.processState(id)).toBe('stopped');
+    expect(await counterMoves(id)).toBe(false);
+
+    const snaps = await snapshotsOf(id);
+    expect(snaps).toHaveLength(1);
+    const [snap] = snaps;
+    expect(snap.kind).toBe('auto');
+    expect(snap.state).toBe('ready');
+    expect(snap.name).toMatch(AUTO_NAME);
+    expect(op.result).toEqual({ snapshot_id: snap.id });
+    const row = (await getSnapshot(stack.db, snap.id))!;
+    expect(await stack.store.head(row.object_key)).toEqual({ key: row.object_key, size: snap.size_bytes });
+
+    // While paused, exec is refused rather than hanging on a stopped agent.
+    const exec = await api.call('POST', `/v1/sandboxes/${id}/exec`, { command: ['true'] });
+    expect(exec.status).toBe(409);
+    expect(exec.body.error.code).toBe('invalid_state');
+
+    const resumed = await api.call('POST', `/v1/sandboxes/${id}/resume`);
+    expect(resumed.status).toBe(200);
+    expect(resumed.body.id).toBe(id);
+    expect(resumed.body.state).toBe('running');
+    expect(await sandboxState(id)).toBe('running');
+    expect(await stack.runtime.processState(id)).toBe('running');
+    expect(await counterMoves(id)).toBe(true);
+    // Resume takes no snapshot.
+    expect(await snapshotsOf(id)).toHaveLength(1);
+  });
+
+  it('a pause of a paused sandbox does nothing', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    expect((await pause(id)).status).toBe('succeeded');
+    const again = await pause(id);
+    expect(again.status).toBe('succeeded');
+    expect(again.result).toEqual({ already_paused: true });
+    expect(await snapshotsOf(id)).toHaveLength(1);
+    expect(await sandboxState(id)).toBe('paused');
+  });
+
+  it('the auto snapshot holds every write acknowledged before the pause', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    // Each line is appended before its number is acknowledged (atomically) in `ack`.
+    await api.exec(id, ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i >> log; echo $i > ack.tmp; mv ack.tmp ack; done'], true);
+    const ackValue = () => {
+      try {
+        return Number(fs.readFileSync(rootFile(id, 'ack'), 'utf8').trim() || '0');
+      } catch {
+        return 0;
+      }
+    };
+    await waitFor(() => ackValue() >= 50, 10_000, 'the writer to acknowledge 50 lines');
+    const acked = ackValue();
+
+    const op = await pause(id);
+    expect(op.status).toBe('succeeded');
+    expect(await stack.runtime.processState(id)).toBe('stopped');
+    const snapshotId = op.result.snapshot_id as string;
+    const row = (await getSnapshot(stack.db, snapshotId))!;
+    expect(row.kind).toBe('auto');
+    expect(row.state).toBe('ready');
+
+    const file = path.join(stack.dir, `${snapshotId}.tar.zst`);
+    await pipeline(await stack.store.get(row.object_key), fs.createWriteStream(file));
+    expect(sha256File(file)).toBe(row.sha256);
+    const out = path.join(stack.dir, `extract-${snapshotId}`);
+    gnuExtract(file, out, 'zstd');
+
+    const log = fs.readFileSync(path.join(out, 'log'), 'utf8');
+    const lines = log.split('\n');
+    expect(lines.pop()).toBe(''); // whole lines only
+    const numbers = lines.map(Number);
+    expect(numbers.length).toBeGreaterThanOrEqual(acked);
+    numbers.forEach((n, i) => {
+      if (n !== i + 1) throw new Error(`log line ${i + 1} is ${JSON.stringify(lines[i])}`);
+    });
+    // The writer is stopped, so the tree on disk is still exactly what the snapshot holds.
+    expect(log).toBe(fs.readFileSync(rootFile(id, 'log'), 'utf8'));
+    expect(Number(fs.readFileSync(path.join(out, 'ack'), 'utf8'))).toBeLessThanOrEqual(numbers.length);
+  });
+});
+
+describe('idle timeout', () => {
+  it('an idle sandbox pauses itself once, with exactly one auto snapshot', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 2 });
+    expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.idle_timeout_s).toBe(2);
+    await api.exec(id, COUNTER, true);
+    await waitFor(async () => (await sandboxState(id)) === 'paused', 15_000, 'the idle pause');
+    const ops = await pauseOps(id);
+    expect(ops).toHaveLength(1);
+    const op = await api.waitOp(ops[0].id);
+    expect(op.status).toBe('succeeded');
+    expect(await stack.runtime.processState(id)).toBe('stopped');
+    // Staying idle while paused starts no second pause.
+    await sleep(5000);
+    expect(await pauseOps(id)).toHaveLength(1);
+    const snaps = await snapshotsOf(id);
+    expect(snaps).toHaveLength(1);
+    expect(snaps[0]).toMatchObject({ kind: 'auto', state: 'ready' });
+    expect(snaps[0].name).toMatch(AUTO_NAME);
+    expect(op.result).toEqual({ snapshot_id: snaps[0].id });
+    expect(await sandboxState(id)).toBe('paused');
+  });
+
+  it('file activity keeps a sandbox running past its idle timeout', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 2 });
+    const until = Date.now() + 4500;
+    let n = 0;
+    while (Date.now() < until) {
+      const r = await api.call('PUT', `/v1/sandboxes/${id}/files/activity.txt`, `write ${++n}\n`);
+      expect(r.status).toBe(204);
+      await sleep(700);
+    }
+    expect(n).toBeGreaterThanOrEqual(6);
+    expect(await sandboxState(id)).toBe('running');
+    expect(await pauseOps(id)).toHaveLength(0);
+    expect(await snapshotsOf(id)).toHaveLength(0);
+    // Once the activity stops, the idle clock runs out.
+    await waitFor(async () => (await sandboxState(id)) === 'paused', 15_000, 'the idle pause after the activity');
+    expect(await pauseOps(id)).toHaveLength(1);
+  });
+
+  it('idle_timeout_s 0 never pauses', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    await sleep(4000);
+    expect(await sandboxState(id)).toBe('running');
+    expect(await pauseOps(id)).toHaveLength(0);
+    expect(await snapshotsOf(id)).toHaveLength(0);
+  });
+
+  it('duplicate idle-timeout events racing a manual pause make one pause and one auto snapshot', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    await api.exec(id, COUNTER, true);
+    const admin = apiClient(stack.apiUrl!, stack.config.adminToken);
+    const calls = await Promise.all([
+      ...Array.from({ length: 5 }, () => api.call('POST', `/v1/sandboxes/${id}/idle-timeout`)),
+      admin.call('POST', `/v1/sandboxes/${id}/idle-timeout`),
+      api.call('POST', `/v1/sandboxes/${id}/pause`),
+    ]);
+    const opIds: string[] = [];
+    for (const r of calls) {
+      if (r.status === 202) opIds.push(r.body.operation.id);
+      else expect(r).toMatchObject({ status: 200, body: { operation: null, state: 'paused' } });
+    }
+    // The manual pause always gets an operation.
+    expect(calls[6]!.status).toBe(202);
+    const ops = await Promise.all(opIds.map((o) => api.waitOp(o)));
+    expect(ops.map((o) => o.status)).toEqual(ops.map(() => 'succeeded'));
+    const took = ops.filter((o) => o.result.snapshot_id);
+    expect(took).toHaveLength(1);
+    for (const o of ops) if (!o.result.snapshot_id) expect(o.result).toEqual({ already_paused: true });
+
+    expect(await sandboxState(id)).toBe('paused');
+    expect(await stack.runtime.processState(id)).toBe('stopped');
+    const snaps = await snapshotsOf(id);
+    expect(snaps).toHaveLength(1);
+    expect(snaps[0]).toMatchObject({ id: took[0].result.snapshot_id, kind: 'auto', state: 'ready' });
+
+    // A later event on the paused sandbox is answered without an operation.
+    const late = await admin.call('POST', `/v1/sandboxes/${id}/idle-timeout`);
+    expect(late).toMatchObject({ status: 200, body: { operation: null, state: 'paused' } });
+  });
+
+  it('the idle-timeout hook refuses callers without a credential and other accounts', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    const anon = await apiClient(stack.apiUrl!).call('POST', `/v1/sandboxes/${id}/idle-timeout`);
+    expect(anon.status).toBe(401);
+    const other = apiClient(stack.apiUrl!, (await stack.newAccount('other')).apiKey);
+    const r = await other.call('POST', `/v1/sandboxes/${id}/idle-timeout`);
+    expect(r.status).toBe(404);
+    expect(await sandboxState(id)).toBe('running');
+    expect(await pauseOps(id)).toHaveLength(0);
+  });
+});
