@@ -6,6 +6,8 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { gnuExtract, sha256File } from './support/tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
+import { getSandbox } from '../src/catalog/sandboxes.js';
+import { submitOperation } from '../src/service/operations.js';
 
 let stack: TestStack;
 let apiKey: string;
@@ -114,6 +116,30 @@ describe('pause and resume', () => {
     expect(again.result).toEqual({ already_paused: true });
     expect(await snapshotsOf(id)).toHaveLength(1);
     expect(await sandboxState(id)).toBe('paused');
+  });
+
+  it('pauses in quick succession each take their own auto snapshot, even within one second', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    const sandbox = (await getSandbox(stack.db, id))!;
+    // Queued back to back on the sandbox's workflow, six pauses start within a few seconds, so
+    // some of them start within the same second and would get the same timestamped name.
+    const pauses: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      pauses.push((await submitOperation(stack.ctx, sandbox, 'pause', { sandboxId: id, reason: 'manual' })).id);
+      await submitOperation(stack.ctx, sandbox, 'resume', { sandboxId: id });
+    }
+    const ops = [];
+    for (const p of pauses) ops.push(await api.waitOp(p));
+    for (const op of ops) expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+    const snaps = await snapshotsOf(id);
+    expect(snaps).toHaveLength(6);
+    expect(new Set(snaps.map((s) => s.name)).size).toBe(6);
+    for (const s of snaps) {
+      expect(s).toMatchObject({ kind: 'auto', state: 'ready' });
+      expect(s.name).toMatch(AUTO_NAME);
+    }
+    expect(snaps.map((s) => s.id).sort()).toEqual(ops.map((o) => o.result.snapshot_id).sort());
+    await waitFor(async () => (await sandboxState(id)) === 'running', 10_000, 'the last resume');
   });
 
   it('the auto snapshot holds every write acknowledged before the pause', async () => {

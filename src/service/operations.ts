@@ -87,6 +87,7 @@ const lastTouch = new Map<string, number>();
 
 /** Activity restarts the idle clock; signals are rate-limited so busy sandboxes don't flood history. */
 export async function touchSandboxClock(ctx: AppContext, sandbox: SandboxRow): Promise<void> {
+  if (sandbox.idle_timeout_s === 0 || sandbox.state === 'deleted') return;
   const now = Date.now();
   const every = Math.min(10_000, (sandbox.idle_timeout_s * 1000) / 4);
   if (now - (lastTouch.get(sandbox.id) ?? 0) < every) return;

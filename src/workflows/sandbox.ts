@@ -79,8 +79,11 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
     const idleMs = input.idleTimeoutSeconds * 1000;
     if (input.deleted && queue.length === 0 && cancelledQueued.length === 0) return;
     const idleClock = !paused && !input.deleted && idleMs > 0;
-    const wait = idleClock ? Math.max(0, lastActiveAt + idleMs - Date.now()) : undefined;
-    const woke = await condition(() => queue.length > 0 || cancelledQueued.length > 0, wait as number);
+    const wait = idleClock ? Math.max(1, lastActiveAt + idleMs - Date.now()) : undefined;
+    const woke = await condition(
+      () => queue.length > 0 || cancelledQueued.length > 0 || workflowInfo().continueAsNewSuggested,
+      wait as number,
+    );
 
     while (cancelledQueued.length) {
       const id = cancelledQueued.shift()!;

@@ -1,0 +1,531 @@
+/**
+ * Snapshot/restore throughput and worker memory of `caged dev`, next to plain tar | zstd.
+ *
+ *   npm run bench                     # 1 GiB and 4 GiB
+ *   BENCH_SIZES=1 npm run bench       # 1 GiB only
+ *   npm run bench -- --size 2 --keep  # keep .bench/ afterwards
+ *
+ * For each size, a fresh `caged dev` (own data dir under .bench/, free ports) gets one sandbox whose
+ * root is filled with a deterministic mixed data set. Then, on the same tree:
+ *   1. warm-up: tar | zstd -1 -T0 into an archive file (untimed; fills the page cache, and the
+ *      archive is the input of the restore baseline)
+ *   2. baseline snapshot: `tar -cf - DIR | zstd -1 -T0 > /dev/null`
+ *   3. caged snapshot: POST /v1/sandboxes/{id}/snapshots, polled every 100 ms until it succeeds
+ *   4. caged restore: POST /v1/snapshots/{id}/restore, polled the same way
+ *   5. baseline restore: `zstd -d -c ARCHIVE | tar -xf - -C EMPTYDIR`
+ * Throughput is tree bytes / seconds. The dev process hosts the API and the worker; its VmHWM is
+ * reset before each caged operation and read after it (an upper bound on the worker's peak RSS).
+ * `sync` runs before every timed step so no step pays for an earlier step's writeback.
+ * It is a report: it exits 0 whether the targets are met or not, and non-zero only on errors.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateDataset, type DatasetSummary } from './dataset.js';
+import { ChildRssSampler, procCpuSeconds, procStatusKb, resetPeakRss } from './proc.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BENCH_DIR = path.join(ROOT, '.bench');
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const TARGET_RATIO = 0.7;
+const TARGET_RSS_MB = 300;
+const POLL_MS = 100;
+
+interface Args {
+  sizes: number[];
+  keep: boolean;
+  seed: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const sizes: number[] = [];
+  let keep = false;
+  let seed = 1;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = () => {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--size' || a.startsWith('--size=') || a === '--sizes' || a.startsWith('--sizes=')) sizes.push(...parseSizes(value()));
+    else if (a === '--keep') keep = true;
+    else if (a === '--seed' || a.startsWith('--seed=')) seed = Number(value());
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write('usage: npm run bench -- [--size GIB]... [--keep] [--seed N]   (or BENCH_SIZES=1,4)\n');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  if (sizes.length === 0) sizes.push(...parseSizes(process.env.BENCH_SIZES || '1,4'));
+  return { sizes, keep, seed };
+}
+
+function parseSizes(s: string): number[] {
+  return s.split(',').map((x) => {
+    const n = Number(x.trim());
+    if (!Number.isFinite(n) || n <= 0 || n > 64) throw new Error(`bad size ${JSON.stringify(x)} (GiB, e.g. 1 or 0.5)`);
+    return n;
+  });
+}
+
+// ---------------------------------------------------------------- helpers
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const mib = (b: number) => b / MiB;
+const fmt = (n: number, d = 1) => n.toFixed(d);
+
+function log(msg: string): void {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+function syncDisks(): void {
+  spawnSync('sync', { stdio: 'ignore' });
+}
+
+async function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** The Temporal dev server also takes port + 1000 for its UI. */
+async function freeTemporalPort(avoid: number): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const p = 20_000 + Math.floor(Math.random() * 30_000);
+    if (p === avoid || p + 1000 === avoid) continue;
+    if ((await portFree(p)) && (await portFree(p + 1000))) return p;
+  }
+  throw new Error('no free port pair for the Temporal dev server');
+}
+
+/** Bytes of regular files (and symlink targets' lengths) under dir, and how many entries. */
+function treeStats(dir: string): { bytes: number; files: number } {
+  let bytes = 0;
+  let files = 0;
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else {
+        bytes += fs.lstatSync(p).size;
+        files++;
+      }
+    }
+  };
+  walk(dir);
+  return { bytes, files };
+}
+
+/** Runs a bash pipeline; returns wall seconds and the CPU seconds (user+sys) of its processes. */
+async function timeShell(script: string): Promise<{ seconds: number; cpu: number }> {
+  const started = performance.now();
+  const child = spawn('bash', ['-c', `set -o pipefail\n${script}\ntimes`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const code = await new Promise<number | null>((r) => child.once('close', r));
+  const seconds = (performance.now() - started) / 1000;
+  if (code !== 0) throw new Error(`baseline failed (exit ${code}): ${script}\n${err.trim()}`);
+  // `times`: line 1 is the shell itself, line 2 its children, as "XmY.YYYs XmY.YYYs".
+  const lines = out.trim().split('\n');
+  const cpu = (lines[lines.length - 1] ?? '')
+    .split(/\s+/)
+    .map((t) => /^(\d+)m([\d.]+)s$/.exec(t))
+    .reduce((s, m) => s + (m ? Number(m[1]) * 60 + Number(m[2]) : 0), 0);
+  return { seconds, cpu };
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+// ---------------------------------------------------------------- caged dev
+
+interface Dev {
+  child: ChildProcess;
+  pid: number;
+  url: string;
+  key: string;
+  output: () => string;
+}
+
+async function startDev(dataDir: string): Promise<Dev> {
+  const port = await freePort();
+  const temporalPort = await freeTemporalPort(port);
+  const env: NodeJS.ProcessEnv = {};
+  // Only what a developer's shell would have: no stray CAGED_/TEMPORAL_/S3_ settings from outside.
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!/^(CAGED_|TEMPORAL_|S3_|DATABASE_URL$)/.test(k)) env[k] = v;
+  }
+  Object.assign(env, {
+    CAGED_DATA_DIR: dataDir,
+    CAGED_PORT: String(port),
+    CAGED_TEMPORAL_PORT: String(temporalPort),
+    CAGED_IDLE_TIMEOUT_S: '0',
+    CAGED_LOG_LEVEL: 'warn',
+    CAGED_MAX_SNAPSHOT_BYTES: String(64 * GiB),
+    CAGED_MAX_ACCOUNT_BYTES: String(256 * GiB),
+  });
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/caged.mjs'), 'dev'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group, so that a dev process that will not stop can be killed with its Temporal child.
+    detached: true,
+  });
+  let output = '';
+  const keep = (d: Buffer) => {
+    output += d.toString();
+    if (output.length > 64_000) output = output.slice(-32_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    const m = /API key:\s+(\S+)/.exec(output);
+    if (m && output.includes('export CAGED_API_URL=')) {
+      return { child, pid: child.pid!, url: `http://127.0.0.1:${port}`, key: m[1]!, output: () => output };
+    }
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`caged dev exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output.trim()}`);
+    if (Date.now() > deadline) {
+      await stopDev({ child, pid: child.pid!, url: '', key: '', output: () => output });
+      throw new Error(`caged dev was not ready within 180 s:\n${output.trim()}`);
+    }
+    await sleep(100);
+  }
+}
+
+async function stopDev(dev: Dev): Promise<void> {
+  const { child } = dev;
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGINT');
+  const timer = setTimeout(() => {
+    log('caged dev did not stop within 60 s; killing its process group');
+    try {
+      process.kill(-dev.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }, 60_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function api<T>(dev: Dev, method: string, p: string, body?: unknown): Promise<T> {
+  const res = await fetch(`${dev.url}${p}`, {
+    method,
+    headers: { authorization: `Bearer ${dev.key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${p}: HTTP ${res.status} ${text}`);
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+interface Operation {
+  id: string;
+  status: 'running' | 'succeeded' | 'failed' | 'cancelled';
+  progress: { step: string; bytes_done: number };
+  result?: Record<string, unknown>;
+  error?: { code: string; message: string };
+  created_at: string;
+  finished_at?: string;
+}
+
+interface Measured {
+  /** POST sent -> the operation's finished_at (the server's clock; same machine). */
+  seconds: number;
+  /** POST sent -> the poll that first saw it succeeded. */
+  polledSeconds: number;
+  workerPeakMb: number;
+  childPeakMb: number;
+  childByName: Record<string, number>;
+  nodeCpu: number;
+  childCpu: number;
+  op: Operation;
+}
+
+/** Runs one API operation from its POST to success, measuring time and memory around it. */
+async function measureOperation(dev: Dev, start: () => Promise<Operation>): Promise<Measured> {
+  const resetOk = resetPeakRss(dev.pid);
+  if (!resetOk) log('warning: cannot reset VmHWM (clear_refs); the peak includes start-up');
+  const sampler = new ChildRssSampler(dev.pid);
+  const cpu0 = procCpuSeconds(dev.pid)!;
+  sampler.start();
+  const postedAt = Date.now();
+  const t0 = performance.now();
+  let op = await start();
+  while (op.status === 'running') {
+    await sleep(POLL_MS);
+    op = await api<Operation>(dev, 'GET', `/v1/operations/${op.id}`);
+  }
+  const polledSeconds = (performance.now() - t0) / 1000;
+  sampler.stop();
+  const cpu1 = procCpuSeconds(dev.pid)!;
+  const hwmKb = procStatusKb(dev.pid, 'VmHWM') ?? 0;
+  if (op.status !== 'succeeded') throw new Error(`operation ${op.id} ${op.status}: ${op.error?.code ?? ''} ${op.error?.message ?? ''}`);
+  const finished = op.finished_at ? Date.parse(op.finished_at) : NaN;
+  const seconds = Number.isFinite(finished) && finished >= postedAt ? Math.min((finished - postedAt) / 1000, polledSeconds) : polledSeconds;
+  return {
+    seconds,
+    polledSeconds,
+    workerPeakMb: hwmKb / 1024,
+    childPeakMb: sampler.peakSumKb / 1024,
+    childByName: Object.fromEntries(Object.entries(sampler.maxByName()).map(([k, v]) => [k, v / 1024])),
+    nodeCpu: cpu1.self - cpu0.self,
+    childCpu: cpu1.children - cpu0.children,
+    op,
+  };
+}
+
+// ---------------------------------------------------------------- one size
+
+interface SizeResult {
+  gib: number;
+  data: DatasetSummary;
+  treeBytes: number;
+  treeFiles: number;
+  archiveBytes: number;
+  cagedArchiveBytes: number;
+  startupPeakMb: number;
+  warmup: { seconds: number; cpu: number };
+  baseSnap: { seconds: number; cpu: number };
+  baseRestore: { seconds: number; cpu: number };
+  snap: Measured;
+  restore: Measured;
+}
+
+async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => void): Promise<SizeResult> {
+  const dir = path.join(BENCH_DIR, `size-${gib}g`);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const dataDir = path.join(dir, 'caged');
+  log(`${gib} GiB: starting caged dev in ${path.relative(ROOT, dataDir)}`);
+  const dev = await startDev(dataDir);
+  onDev(dev);
+  try {
+    const startupPeakMb = (procStatusKb(dev.pid, 'VmHWM') ?? 0) / 1024;
+    const sandbox = await api<{ id: string; state: string }>(dev, 'POST', '/v1/sandboxes', {});
+    const root = path.join(dataDir, 'sandboxes', sandbox.id, 'root');
+    if (!fs.existsSync(root)) throw new Error(`sandbox root ${root} does not exist; has the layout changed?`);
+
+    log(`${gib} GiB: writing the data set into sandbox ${sandbox.id}`);
+    const dataRoot = path.join(root, 'bench-data');
+    fs.mkdirSync(dataRoot);
+    const data = generateDataset(dataRoot, gib, args.seed);
+    const tree = treeStats(root);
+    log(`${gib} GiB: ${tree.files} files, ${fmt(mib(tree.bytes))} MiB written in ${fmt(data.seconds)} s; syncing`);
+    syncDisks();
+
+    const archive = path.join(dir, 'baseline.tar.zst');
+    const packCmd = `tar -C ${q(root)} -cf - . | zstd -1 -T0 -q`;
+    log(`${gib} GiB: warm-up (baseline into ${path.basename(archive)})`);
+    const warmup = await timeShell(`${packCmd} > ${q(archive)}`);
+    const archiveBytes = fs.statSync(archive).size;
+    syncDisks();
+
+    log(`${gib} GiB: baseline snapshot`);
+    const baseSnap = await timeShell(`${packCmd} > /dev/null`);
+    syncDisks();
+
+    log(`${gib} GiB: caged snapshot`);
+    const snap = await measureOperation(dev, async () => {
+      const out = await api<{ snapshot: { id: string }; operation: Operation }>(dev, 'POST', `/v1/sandboxes/${sandbox.id}/snapshots`, { name: 'bench' });
+      return out.operation;
+    });
+    const snapshotId = (snap.op.result?.snapshot_id as string | undefined) ?? '';
+    const snapInfo = await api<{ id: string; size_bytes: number }>(dev, 'GET', `/v1/snapshots/${snapshotId}`);
+    syncDisks();
+
+    log(`${gib} GiB: caged restore`);
+    const restore = await measureOperation(dev, async () => {
+      const out = await api<{ operation: Operation }>(dev, 'POST', `/v1/snapshots/${snapshotId}/restore`, {});
+      return out.operation;
+    });
+    const restored = treeStats(root);
+    if (restored.bytes !== tree.bytes || restored.files !== tree.files) {
+      throw new Error(`restored tree differs: ${restored.files} files/${restored.bytes} bytes, expected ${tree.files}/${tree.bytes}`);
+    }
+    syncDisks();
+
+    log(`${gib} GiB: baseline restore`);
+    const empty = path.join(dir, 'baseline-restore');
+    fs.mkdirSync(empty);
+    const baseRestore = await timeShell(`zstd -d -q -c ${q(archive)} | tar -xf - -C ${q(empty)}`);
+    const check = treeStats(empty);
+    if (check.bytes !== tree.bytes) throw new Error(`baseline restore wrote ${check.bytes} bytes, expected ${tree.bytes}`);
+    fs.rmSync(empty, { recursive: true, force: true });
+    fs.rmSync(archive, { force: true });
+
+    return {
+      gib,
+      data,
+      treeBytes: tree.bytes,
+      treeFiles: tree.files,
+      archiveBytes,
+      cagedArchiveBytes: snapInfo.size_bytes,
+      startupPeakMb,
+      warmup,
+      baseSnap,
+      baseRestore,
+      snap,
+      restore,
+    };
+  } finally {
+    log(`${gib} GiB: stopping caged dev`);
+    await stopDev(dev);
+    onDev(undefined);
+    if (!args.keep) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- report
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const sep = widths.map((w) => '-'.repeat(w)).join('  ');
+  return [line(rows[0]!), sep, ...rows.slice(1).map(line)].join('\n');
+}
+
+function toolVersion(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return (r.stdout || r.stderr || '?').split('\n')[0]!.trim();
+}
+
+function report(results: SizeResult[]): string {
+  const out: string[] = [];
+  out.push('');
+  out.push(`caged snapshot bench: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${fmt(os.totalmem() / GiB)} GiB RAM, node ${process.version}`);
+  out.push(`  ${toolVersion('tar', ['--version'])}; ${toolVersion('zstd', ['--version'])}`);
+  for (const r of results) {
+    out.push(
+      `  ${r.gib} GiB: ${r.treeFiles} files, ${fmt(mib(r.treeBytes))} MiB (${r.data.smallFiles} small = ${fmt(mib(r.data.smallBytes))} MiB, ` +
+        `${r.data.largeFiles} large = ${fmt(mib(r.data.largeBytes))} MiB); archive ${fmt(mib(r.archiveBytes))} MiB baseline / ` +
+        `${fmt(mib(r.cagedArchiveBytes))} MiB caged (${fmt(r.treeBytes / r.cagedArchiveBytes, 2)}x)`,
+    );
+  }
+  out.push('');
+  const rows: string[][] = [['size', 'operation', 'baseline s', 'baseline MiB/s', 'caged s', 'caged MiB/s', 'caged/baseline', 'target']];
+  for (const r of results) {
+    const tp = (s: number) => mib(r.treeBytes) / s;
+    const ratioS = r.baseSnap.seconds / r.snap.seconds;
+    const ratioR = r.baseRestore.seconds / r.restore.seconds;
+    rows.push([`${r.gib} GiB`, 'snapshot', fmt(r.baseSnap.seconds, 2), fmt(tp(r.baseSnap.seconds)), fmt(r.snap.seconds, 2), fmt(tp(r.snap.seconds)), `${fmt(ratioS, 2)}x`, ratioS >= TARGET_RATIO ? 'PASS' : 'FAIL']);
+    rows.push([`${r.gib} GiB`, 'restore', fmt(r.baseRestore.seconds, 2), fmt(tp(r.baseRestore.seconds)), fmt(r.restore.seconds, 2), fmt(tp(r.restore.seconds)), `${fmt(ratioR, 2)}x`, ratioR >= TARGET_RATIO ? 'PASS' : 'FAIL']);
+  }
+  out.push(table(rows));
+  out.push('');
+  const mem: string[][] = [['size', 'operation', 'worker peak RSS MB', 'tar+zstd peak RSS MB', 'worker CPU s', 'tar+zstd CPU s', 'baseline CPU s', 'target']];
+  for (const r of results) {
+    for (const [name, m, base] of [
+      ['snapshot', r.snap, r.baseSnap],
+      ['restore', r.restore, r.baseRestore],
+    ] as const) {
+      const byName = Object.entries(m.childByName)
+        .map(([k, v]) => `${k} ${fmt(v, 0)}`)
+        .join(', ');
+      mem.push([`${r.gib} GiB`, name, fmt(m.workerPeakMb), `${fmt(m.childPeakMb)} (${byName || 'none seen'})`, fmt(m.nodeCpu, 2), fmt(m.childCpu, 2), fmt(base.cpu, 2), m.workerPeakMb < TARGET_RSS_MB ? 'PASS' : 'FAIL']);
+    }
+  }
+  out.push(table(mem));
+  out.push('  worker peak RSS: VmHWM of the `caged dev` process (API + worker), reset before each operation;');
+  out.push(`  at start-up (workflow bundling) it peaked at ${results.map((r) => `${fmt(r.startupPeakMb)} MB`).join(' / ')}.`);
+  out.push('  caged s: POST to the operation\'s finished_at; polled every 100 ms it was ' + results.map((r) => `${fmt(r.snap.polledSeconds, 2)}/${fmt(r.restore.polledSeconds, 2)} s`).join(', ') + ' (snapshot/restore).');
+  out.push('  CPU s: user+sys over the operation; tar+zstd = reaped children of the dev process; baseline = the pipeline.');
+  out.push('');
+  const verdicts: [string, boolean][] = [];
+  for (const r of results) {
+    verdicts.push([`${r.gib} GiB snapshot throughput >= ${TARGET_RATIO}x baseline (${fmt(r.baseSnap.seconds / r.snap.seconds, 2)}x)`, r.baseSnap.seconds / r.snap.seconds >= TARGET_RATIO]);
+    verdicts.push([`${r.gib} GiB restore throughput >= ${TARGET_RATIO}x baseline (${fmt(r.baseRestore.seconds / r.restore.seconds, 2)}x)`, r.baseRestore.seconds / r.restore.seconds >= TARGET_RATIO]);
+    const peak = Math.max(r.snap.workerPeakMb, r.restore.workerPeakMb);
+    verdicts.push([`${r.gib} GiB worker peak RSS < ${TARGET_RSS_MB} MB (${fmt(peak)} MB)`, peak < TARGET_RSS_MB]);
+  }
+  for (const [what, ok] of verdicts) out.push(`${ok ? 'PASS' : 'FAIL'}  ${what}`);
+  out.push('');
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+function checkDisk(sizes: number[]): void {
+  fs.mkdirSync(BENCH_DIR, { recursive: true });
+  const st = fs.statfsSync(BENCH_DIR);
+  const free = st.bavail * st.bsize;
+  // Per size (one at a time): the tree, two archives (< tree), the restored tree and the
+  // baseline's restore, which never all exist at once; 4x plus 2 GiB of room is enough.
+  const need = Math.max(...sizes) * 4 * GiB + 2 * GiB;
+  if (free < need) {
+    throw new Error(`not enough disk space in ${BENCH_DIR}: ${fmt(free / GiB)} GiB free, ${fmt(need / GiB)} GiB needed for ${Math.max(...sizes)} GiB; use BENCH_SIZES=1 or free some space`);
+  }
+}
+
+function checkTools(): void {
+  for (const [cmd, arg] of [
+    ['tar', '--version'],
+    ['zstd', '--version'],
+    ['bash', '--version'],
+  ]) {
+    if (spawnSync(cmd!, [arg!]).status !== 0) throw new Error(`${cmd} is required`);
+  }
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  checkTools();
+  checkDisk(args.sizes);
+  let current: Dev | undefined;
+  let interrupted = false;
+  const onSignal = async () => {
+    if (interrupted) return;
+    interrupted = true;
+    log('interrupted; stopping caged dev and cleaning up');
+    if (current) await stopDev(current).catch(() => {});
+    if (!args.keep) fs.rmSync(BENCH_DIR, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const results: SizeResult[] = [];
+  try {
+    for (const gib of args.sizes) {
+      results.push(
+        await runSize(gib, args, (d) => {
+          current = d;
+        }),
+      );
+    }
+  } finally {
+    if (!args.keep) {
+      try {
+        fs.rmdirSync(BENCH_DIR);
+      } catch {
+        // not empty (something else in it) or already gone
+      }
+    }
+  }
+  process.stdout.write(report(results) + '\n');
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});
