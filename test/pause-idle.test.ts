@@ -132,6 +132,7 @@ describe('pause and resume', () => {
     for (const p of pauses) ops.push(await api.waitOp(p));
     for (const op of ops) expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
     const snaps = await snapshotsOf(id);
+    console.log(snaps.map((s) => s.name + " " + s.created_at));
     expect(snaps).toHaveLength(6);
     expect(new Set(snaps.map((s) => s.name)).size).toBe(6);
     for (const s of snaps) {

@@ -7,6 +7,7 @@ import { createBlobStore } from '../storage/index.js';
 import { LocalSandboxRuntime } from '../sandbox/local-runtime.js';
 import { PROJECT_ROOT } from '../runtime/tools.js';
 import type { AppContext } from '../service/context.js';
+import type { ActivityDeps } from '../activities/deps.js';
 
 export function createRuntime(config: Config) {
   return new LocalSandboxRuntime({ baseDir: path.join(config.dataDir, 'sandboxes'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
@@ -31,5 +32,18 @@ export async function createAppContext(config: Config, log: Logger, temporalAddr
       await store.close?.().catch(() => {});
       await db.destroy().catch(() => {});
     },
+  };
+}
+
+/** The activities' dependencies, from the same adapters the API uses. */
+export function activityDeps(ctx: AppContext): ActivityDeps {
+  const { config } = ctx;
+  return {
+    db: ctx.db,
+    store: ctx.store,
+    runtime: ctx.runtime,
+    limits: config.limits,
+    log: ctx.log.child({ component: 'worker' }),
+    urls: config.urlSecret ? { secret: config.urlSecret, publicUrl: config.publicUrl } : undefined,
   };
 }

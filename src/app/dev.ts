@@ -3,7 +3,7 @@ import path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config.js';
 import { createLogger } from './logger.js';
-import { createAppContext } from './context.js';
+import { activityDeps, createAppContext } from './context.js';
 import { createWorkers, runWorkers } from './worker.js';
 import { persistedSecret } from './secrets.js';
 import { startTemporalDevServer } from '../runtime/temporal-dev-server.js';
@@ -40,14 +40,7 @@ export async function runDev(): Promise<void> {
 
   const connection = await NativeConnection.connect({ address });
   const workers = await createWorkers(
-    {
-      db: ctx.db,
-      store: ctx.store,
-      runtime: ctx.runtime,
-      limits: config.limits,
-      log: log.child({ component: 'worker' }),
-      urls: { secret: config.urlSecret, publicUrl: config.publicUrl },
-    },
+    activityDeps(ctx),
     { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
   );
   const running = runWorkers(workers);

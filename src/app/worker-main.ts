@@ -1,7 +1,7 @@
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config.js';
 import { createLogger } from './logger.js';
-import { createAppContext } from './context.js';
+import { activityDeps, createAppContext } from './context.js';
 import { createWorkers, runWorkers } from './worker.js';
 
 /** `caged worker`: the shared queue and this host's queue (CAGED_HOST_ID). */
@@ -12,14 +12,7 @@ export async function runWorker(): Promise<void> {
   const ctx = await createAppContext(config, log, address);
   const connection = await NativeConnection.connect({ address });
   const workers = await createWorkers(
-    {
-      db: ctx.db,
-      store: ctx.store,
-      runtime: ctx.runtime,
-      limits: config.limits,
-      log,
-      urls: config.urlSecret ? { secret: config.urlSecret, publicUrl: config.publicUrl } : undefined,
-    },
+    activityDeps(ctx),
     { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
   );
   log.info({ taskQueue: config.temporal.taskQueue, hostId: config.hostId }, 'caged worker running');
