@@ -182,7 +182,9 @@ async function startDev(dataDir: string): Promise<Dev> {
     CAGED_MAX_SNAPSHOT_BYTES: String(64 * GiB),
     CAGED_MAX_ACCOUNT_BYTES: String(256 * GiB),
   });
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/caged.mjs'), 'dev'], {
+  // e.g. BENCH_DEV_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the dev process.
+  const nodeArgs = (process.env.BENCH_DEV_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/caged.mjs'), 'dev'], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

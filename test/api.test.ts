@@ -20,11 +20,11 @@ let opA: string;
 const errorBody = (code: string) => ({ error: { code, message: expect.any(String) } });
 
 /** Sends a request exactly as written: fetch would normalise `%2e%2e` segments away before sending. */
-function rawRequest(method: string, rawPath: string, key: string, body?: Buffer): Promise<{ status: number; body: any }> {
+function rawRequest(method: string, rawPath: string, key: string | undefined, body?: Buffer): Promise<{ status: number; body: any }> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: u.hostname, port: u.port, method, path: rawPath, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-length': body.length } : {}) } },
+      { host: u.hostname, port: u.port, method, path: rawPath, headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body ? { 'content-length': body.length } : {}) } },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -95,6 +95,18 @@ describe('authentication', () => {
       expect(r.status, authorization).toBe(401);
       expect(await r.json()).toEqual(errorBody('unauthorized'));
     }
+  });
+
+  it('a percent-encoded path is no way around the key', async () => {
+    // The router decodes %76 to "v"; the request must still be authenticated.
+    for (const p of ['/%761/sandboxes', `/%761/sandboxes/${sbA}`, `/%761/sandboxes/${sbA}/files/secret.txt`, `/v1/sandbox%65s/${sbA}`]) {
+      const r = await rawRequest('GET', p, undefined);
+      expect(r.status, p).toBe(401);
+      expect(r.body, p).toEqual(errorBody('unauthorized'));
+    }
+    const del = await rawRequest('DELETE', `/%761/sandboxes/${sbA}`, undefined);
+    expect(del.status).toBe(401);
+    expect((await A.call('GET', `/v1/sandboxes/${sbA}`)).body.state).toBe('running');
   });
 
   it('the operator token is not an account key', async () => {

@@ -27,6 +27,7 @@ const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-dev-test-'));
 /** Everything started here, so that a failing test still leaves nothing running. */
 const started: DevRun[] = [];
 const temporalPids = new Set<number>();
+const extraDirs: string[] = [];
 
 function alive(pid: number): boolean {
   try {
@@ -76,12 +77,10 @@ function cleanEnv(): NodeJS.ProcessEnv {
 }
 
 /** `npm start` is `node bin/caged.mjs dev`; its own process group lets cleanup reach everything it started. */
-async function startDev(): Promise<DevRun> {
-  const port = await freePort();
-  const temporalPort = await temporalPorts();
+function spawnDev(dir: string, port: number, temporalPort: number) {
   const child = spawn(process.execPath, ['bin/caged.mjs', 'dev'], {
     cwd: PROJECT_ROOT,
-    env: { ...cleanEnv(), CAGED_DATA_DIR: dataDir, CAGED_PORT: String(port), CAGED_TEMPORAL_PORT: String(temporalPort), CAGED_LOG_LEVEL: 'warn' },
+    env: { ...cleanEnv(), CAGED_DATA_DIR: dir, CAGED_PORT: String(port), CAGED_TEMPORAL_PORT: String(temporalPort), CAGED_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -90,15 +89,40 @@ async function startDev(): Promise<DevRun> {
   child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const output = () => `--- stdout\n${stdout}\n--- stderr\n${stderr}`;
-  const run: DevRun = { child, output, exited, apiUrl: '', apiKey: '', adminToken: '', uiUrl: '', temporalPid: 0 };
+  const run: DevRun = { child, output: () => `--- stdout\n${stdout}\n--- stderr\n${stderr}`, exited, apiUrl: '', apiKey: '', adminToken: '', uiUrl: '', temporalPid: 0 };
   started.push(run);
+  return { run, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** Temporal dev servers serving this gRPC port, found by their command line. */
+function temporalServersOn(port: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .filter((n) => {
+      try {
+        const cmd = fs.readFileSync(`/proc/${n}/cmdline`, 'utf8').split('\0');
+        return cmd.includes('start-dev') && cmd[cmd.indexOf('--port') + 1] === String(port);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+async function startDev(): Promise<DevRun> {
+  const port = await freePort();
+  const temporalPort = await temporalPorts();
+  const { run, stdout: out } = spawnDev(dataDir, port, temporalPort);
+  const { child, output } = run;
+  let stdout = out();
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   let healthy = false;
   while (!healthy) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`caged dev exited early (${child.exitCode ?? child.signalCode})\n${output()}`);
     if (Date.now() > deadline) throw new Error(`caged dev did not come up within ${START_TIMEOUT_MS} ms\n${output()}`);
+    stdout = out();
     const api = /^ {2}API: +(http:\/\/\S+)$/m.exec(stdout)?.[1];
     if (api) {
       run.apiUrl = api;
@@ -111,6 +135,7 @@ async function startDev(): Promise<DevRun> {
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  stdout = out();
   expect(run.apiUrl).toBe(`http://127.0.0.1:${port}`);
   run.apiKey = /^ {2}API key: +(caged_sk_\S+)$/m.exec(stdout)?.[1] ?? '';
   run.adminToken = /^ {2}Admin token: +(\S{16,})$/m.exec(stdout)?.[1] ?? '';
@@ -164,6 +189,7 @@ afterAll(async () => {
     if (/^cage-[a-z0-9]{8}$/.test(id)) await runtime.destroy(id).catch(() => {});
   }
   fs.rmSync(dataDir, { recursive: true, force: true });
+  for (const dir of extraDirs) fs.rmSync(dir, { recursive: true, force: true });
 }, 60_000);
 
 describe('npm start (caged dev)', () => {
@@ -221,4 +247,27 @@ describe('npm start (caged dev)', () => {
 
     await interrupt(second);
   }, 180_000);
+
+  it('a start that fails (API port taken) exits 1 and leaves no Temporal server behind', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-dev-test-'));
+    extraDirs.push(dir);
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
+    try {
+      const port = (blocker.address() as net.AddressInfo).port;
+      const temporalPort = await temporalPorts();
+      const { run, stderr } = spawnDev(dir, port, temporalPort);
+      const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), START_TIMEOUT_MS).unref());
+      const result = await Promise.race([run.exited, timeout]);
+      expect(result, `caged dev did not give up on a taken port\n${run.output()}`).not.toBe('timeout');
+      expect(result, run.output()).toEqual({ code: 1, signal: null });
+      expect(stderr()).toContain('EADDRINUSE');
+      // It got as far as starting Temporal, and stopped it again.
+      expect(fs.existsSync(path.join(dir, 'temporal.sqlite'))).toBe(true);
+      expect(temporalServersOn(temporalPort)).toEqual([]);
+      expect(await portIsFree(temporalPort)).toBe(true);
+    } finally {
+      blocker.close();
+    }
+  }, 120_000);
 });

@@ -35,14 +35,20 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
   const inHash = createHash('sha256');
   const outHash = createHash('sha256');
   let size = 0;
+  const hook = deps.faultHook;
   const tap = (h: ReturnType<typeof createHash>, count: boolean) =>
     new Transform({
       transform(chunk: Buffer, _e, cb) {
         h.update(chunk);
         if (count) {
           size += chunk.length;
-        } else progress.add(chunk.length);
-        cb(null, chunk);
+          return cb(null, chunk);
+        }
+        progress.add(chunk.length);
+        if (!hook) return cb(null, chunk);
+        Promise.resolve()
+          .then(() => hook('export:progress', { snapshotId: input.snapshotId, bytes: progress.bytes }))
+          .then(() => cb(null, chunk), cb);
       },
     });
   const gz = transcodeToGzip(signal);

@@ -50,7 +50,11 @@ export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInpu
     }
   } catch (err) {
     unpack.kill();
-    await removeStaging(sandboxDir, input.operationId);
+    // tar may still be creating files until it is gone; removing the staging directory under it
+    // could fail with ENOTEMPTY and report that instead of the real failure.
+    await unpack.done.catch(() => {});
+    // The saga's rollbackRoot removes it too, so a failed removal must not hide the cause.
+    await removeStaging(sandboxDir, input.operationId).catch(() => {});
     throw err;
   }
   await progress.flush();

@@ -11,16 +11,17 @@ import { importRoutes, snapshotTransferRoutes } from './routes/snapshot-transfer
 import { idleRoutes } from './routes/idle.js';
 
 /** Routes that authenticate some other way: the operator token, or no credential at all. */
-const OWN_AUTH = [/^\/healthz$/, /^\/v1\/admin\//, /^\/v1\/downloads\//, /^\/v1\/sandboxes\/[^/]+\/idle-timeout$/];
+const OWN_AUTH = new Set(['/healthz', '/v1/admin/accounts', '/v1/downloads/*', '/v1/sandboxes/:id/idle-timeout']);
 
 export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
   const app = Fastify({ loggerInstance: ctx.log.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024, disableRequestLogging: false });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route for ${req.method} ${req.url.split('?')[0]}`));
   app.addHook('onRequest', async (req) => {
-    const path = req.url.split('?')[0]!;
-    if (OWN_AUTH.some((re) => re.test(path))) return;
-    if (path.startsWith('/v1/')) await requireAccount(ctx, req);
+    // The matched route, not the raw URL: the router decodes %-escapes the raw URL still has.
+    const route = req.routeOptions.url;
+    if (route === undefined || OWN_AUTH.has(route)) return;
+    await requireAccount(ctx, req);
   });
 
   app.get('/healthz', async () => ({ ok: true }));

@@ -35,17 +35,37 @@ export async function runDev(): Promise<void> {
         namespace: config.temporal.namespace,
       });
   const address = config.temporal.address ?? temporal!.address;
-  const ctx = await createAppContext(config, log, address);
-  await ensureAccountWithKey(ctx.db, 'development', devKey);
+  let ctx: Awaited<ReturnType<typeof createAppContext>> | undefined;
+  let connection: NativeConnection | undefined;
+  let workers: Awaited<ReturnType<typeof createWorkers>> = [];
+  let running: Promise<unknown> = Promise.resolve();
+  let api: Awaited<ReturnType<typeof buildServer>> | undefined;
+  /** Stops whatever has been started so far, in reverse order. */
+  const teardown = async () => {
+    await api?.close().catch(() => {});
+    for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+    await running.catch(() => {});
+    await connection?.close().catch(() => {});
+    await ctx?.close();
+    await temporal?.stop();
+  };
+  try {
+    ctx = await createAppContext(config, log, address);
+    await ensureAccountWithKey(ctx.db, 'development', devKey);
 
-  const connection = await NativeConnection.connect({ address });
-  const workers = await createWorkers(
-    activityDeps(ctx),
-    { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
-  );
-  const running = runWorkers(workers);
-  const api = await buildServer(ctx);
-  await api.listen({ host: config.httpHost, port: config.httpPort });
+    connection = await NativeConnection.connect({ address });
+    workers = await createWorkers(
+      activityDeps(ctx),
+      { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
+    );
+    running = runWorkers(workers);
+    api = await buildServer(ctx);
+    await api.listen({ host: config.httpHost, port: config.httpPort });
+  } catch (err) {
+    // A failed start (a taken port, say) must not leave the Temporal server and the workers running.
+    await teardown();
+    throw err;
+  }
 
   const lines = [
     '',
@@ -66,12 +86,7 @@ export async function runDev(): Promise<void> {
     if (stopping) return;
     stopping = true;
     process.stderr.write('caged dev: stopping\n');
-    await api.close().catch(() => {});
-    for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-    await running.catch(() => {});
-    await connection.close().catch(() => {});
-    await ctx.close();
-    await temporal?.stop();
+    await teardown();
     process.exit(0);
   };
   process.on('SIGINT', stop);

@@ -6,6 +6,13 @@ import { hostTaskQueue } from '../shared/definitions.js';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
+/**
+ * Heartbeats reach the server at least this often (the SDK's default is 80% of the heartbeat
+ * timeout, 12 s). An activity learns of its cancellation only from a heartbeat's answer, so this
+ * bounds how long a cancelled upload keeps running.
+ */
+const HEARTBEAT_FLUSH = '1 second';
+
 export interface WorkerSetup {
   connection: NativeConnection;
   namespace: string;
@@ -31,6 +38,7 @@ export async function createWorkers(deps: ActivityDeps, s: WorkerSetup): Promise
         taskQueue: s.taskQueue,
         ...(s.workflowBundle ? { workflowBundle: s.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
         activities: createSharedActivities(deps),
+        maxHeartbeatThrottleInterval: HEARTBEAT_FLUSH,
       }),
     );
   }
@@ -41,6 +49,7 @@ export async function createWorkers(deps: ActivityDeps, s: WorkerSetup): Promise
       taskQueue: hostTaskQueue(s.taskQueue, s.hostId),
       activities: createHostActivities(deps),
       maxConcurrentActivityTaskExecutions: 8,
+      maxHeartbeatThrottleInterval: HEARTBEAT_FLUSH,
     }),
   );
   return workers;

@@ -48,7 +48,7 @@ export async function swapIn(sandboxDir: string, operationId: string): Promise<v
 export async function rollbackSwap(sandboxDir: string, operationId: string): Promise<void> {
   const previous = previousDir(sandboxDir, operationId);
   const root = rootOf(sandboxDir);
-  if (Math.random() > 5 && await exists(previous)) {
+  if (await exists(previous)) {
     if (await exists(root)) {
       const discard = `${root}.discard-${operationId}`;
       await fs.rm(discard, { recursive: true, force: true });

@@ -94,6 +94,10 @@ export async function importRoutes(app: FastifyInstance, ctx: AppContext) {
     const source = (req.body as Readable | undefined) ?? req.raw;
     const toValidator = new PassThrough({ highWaterMark: 1 << 20 });
     const toStore = new PassThrough({ highWaterMark: 1 << 20 });
+    // Their errors surface through validateTarGz and put; an 'error' event after those have
+    // stopped listening must not become an uncaught exception.
+    toValidator.on('error', () => {});
+    toStore.on('error', () => {});
     source.pipe(toValidator);
     source.pipe(toStore);
     source.on('error', (e) => {
@@ -101,24 +105,32 @@ export async function importRoutes(app: FastifyInstance, ctx: AppContext) {
       toStore.destroy(e);
     });
     const abort = new AbortController();
-    try {
-      await Promise.all([
-        validateTarGz(
-          toValidator,
-          { maxEntries: limits.importMaxEntries, maxPathLength: limits.importMaxPathLength, maxUncompressedBytes: limits.importMaxUncompressedBytes, maxCompressedBytes: limits.maxSnapshotBytes },
-          abort.signal,
-        ).catch((err) => {
-          abort.abort(err);
-          toStore.destroy(err);
-          source.unpipe(toStore);
-          source.resume();
-          throw err;
-        }),
-        ctx.store.put(stagingKey, toStore, { signal: abort.signal, contentType: 'application/gzip' }),
-      ]);
-    } catch (err) {
+    const validated = validateTarGz(
+      toValidator,
+      { maxEntries: limits.importMaxEntries, maxPathLength: limits.importMaxPathLength, maxUncompressedBytes: limits.importMaxUncompressedBytes, maxCompressedBytes: limits.maxSnapshotBytes },
+      abort.signal,
+    ).catch((err) => {
+      // Refused: stop the upload while it still reads. Once it has read every byte it is left to
+      // finish (aborting a finished stream would only race with it) and its object is deleted below.
+      if (!toStore.readableEnded && !abort.signal.aborted) {
+        abort.abort(err);
+        source.unpipe(toStore);
+      }
+      source.resume();
+      throw err;
+    });
+    const stored = ctx.store.put(stagingKey, toStore, { signal: abort.signal, contentType: 'application/gzip' }).catch((err) => {
+      if (!abort.signal.aborted) abort.abort(err);
+      throw err;
+    });
+    // Both settle before anything is cleaned up: a store write still in flight could otherwise
+    // land after the delete and leave the refused upload behind.
+    const [v, p] = await Promise.allSettled([validated, stored]);
+    if (v.status === 'rejected' || p.status === 'rejected') {
+      await ctx.store.abortIncomplete(stagingKey).catch(() => {});
       await ctx.store.delete(stagingKey).catch(() => {});
       await discardReservation(ctx.db, snapshotId);
+      const err = v.status === 'rejected' && v.reason instanceof CagedError ? v.reason : p.status === 'rejected' ? p.reason : (v as PromiseRejectedResult).reason;
       throw err instanceof CagedError ? err : new CagedError('invalid_archive', `upload failed: ${(err as Error).message}`);
     }
     const op = await submitOperation(ctx, sandbox, 'import', { sandboxId: id, snapshotId, name, stagingKey }, { snapshotId });

@@ -1,0 +1,79 @@
+/**
+ * The caged workers in a process of their own, so a test can SIGKILL them mid-activity and start
+ * new ones. Built from the same adapters as a test stack (see stack.ts), configured by env:
+ *
+ *   TEMPORAL_ADDRESS, DATABASE_URL, CAGED_TEST_TASK_QUEUE, CAGED_TEST_HOST_ID,
+ *   CAGED_TEST_S3_ENDPOINT, CAGED_TEST_S3_BUCKET, CAGED_TEST_S3_PREFIX,
+ *   CAGED_TEST_SANDBOXES_DIR   the stack's `${dir}/sandboxes`
+ *   CAGED_TEST_WORKFLOW_BUNDLE a file with the run's pre-built workflow bundle
+ *   CAGED_TEST_SLOW_UPLOAD_MS  optional: sleep this long on every 'upload:progress' chunk
+ *
+ * Prints "ready" on stdout once the workers poll. Run with `node --import tsx test/support/worker-process.ts`.
+ */
+import path from 'node:path';
+import pino from 'pino';
+import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
+import { openCatalog } from '../../src/catalog/db.js';
+import { S3BlobStore } from '../../src/storage/s3-blob-store.js';
+import { LocalSandboxRuntime } from '../../src/sandbox/local-runtime.js';
+import { createWorkers, runWorkers } from '../../src/app/worker.js';
+import { loadConfig } from '../../src/config.js';
+import { PROJECT_ROOT } from '../../src/runtime/tools.js';
+import type { ActivityDeps } from '../../src/activities/deps.js';
+
+function env(name: string): string {
+  const v = process.env[name];
+  if (!v) throw new Error(`worker-process: ${name} is not set`);
+  return v;
+}
+
+async function main() {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const slowMs = Number(process.env.CAGED_TEST_SLOW_UPLOAD_MS ?? 0);
+  const db = await openCatalog({ databaseUrl: env('DATABASE_URL') });
+  const store = new S3BlobStore(
+    {
+      bucket: env('CAGED_TEST_S3_BUCKET'),
+      endpoint: env('CAGED_TEST_S3_ENDPOINT'),
+      region: 'us-east-1',
+      forcePathStyle: true,
+      prefix: env('CAGED_TEST_S3_PREFIX'),
+      partSizeBytes: 5 * 1024 * 1024,
+      queueSize: 2,
+    },
+    { credentials: { accessKeyId: 'test', secretAccessKey: 'test' } },
+  );
+  const runtime = new LocalSandboxRuntime({ baseDir: env('CAGED_TEST_SANDBOXES_DIR'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
+  const deps: ActivityDeps = {
+    db,
+    store,
+    runtime,
+    limits: loadConfig({}, 'dev').limits,
+    log: pino({ level: process.env.CAGED_TEST_LOG ?? 'silent' }),
+    faultHook:
+      slowMs > 0
+        ? async (point) => {
+            if (point === 'upload:progress') await new Promise((r) => setTimeout(r, slowMs));
+          }
+        : undefined,
+  };
+  const connection = await NativeConnection.connect({ address: env('TEMPORAL_ADDRESS') });
+  const workers = await createWorkers(deps, {
+    connection,
+    namespace: 'default',
+    taskQueue: env('CAGED_TEST_TASK_QUEUE'),
+    hostId: env('CAGED_TEST_HOST_ID'),
+    workflowBundle: { codePath: env('CAGED_TEST_WORKFLOW_BUNDLE') },
+  });
+  const running = runWorkers(workers);
+  process.stdout.write('ready\n');
+  await running;
+  await connection.close();
+  await store.close?.();
+  await db.destroy();
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,170 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { pipeline } from 'node:stream/promises';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
+import { startStack, type TestStack } from './support/stack.js';
+import { apiClient } from './support/http.js';
+import { gnuExtract, sha256File } from './support/tree.js';
+import { getSnapshot } from '../src/catalog/snapshots.js';
+import { PROJECT_ROOT } from '../src/runtime/tools.js';
+
+const MiB = 1024 * 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let stack: TestStack;
+let api: ReturnType<typeof apiClient>;
+let bundleFile: string;
+const children = new Set<ChildProcess>();
+
+beforeAll(async () => {
+  stack = await startStack({ store: 's3', catalog: 'postgres', api: true, workers: false });
+  api = apiClient(stack.apiUrl!, (await stack.newAccount()).apiKey);
+  bundleFile = path.join(stack.dir, 'workflow-bundle.js');
+  fs.writeFileSync(bundleFile, inject('workflowCode'));
+});
+
+afterAll(async () => {
+  for (const c of children) await kill(c, 'SIGKILL');
+  await stack?.close();
+});
+
+/** Starts the workers in a child process; resolves once they poll. */
+async function startWorkerProcess(name: string, extraEnv: Record<string, string> = {}): Promise<ChildProcess> {
+  const log = fs.openSync(path.join(inject('logDir'), `worker-crash-${name}.log`), 'a');
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/worker-process.ts'], {
+    cwd: PROJECT_ROOT,
+    stdio: ['ignore', 'pipe', log],
+    env: {
+      ...process.env,
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      DATABASE_URL: inject('databaseUrl'),
+      CAGED_TEST_TASK_QUEUE: stack.config.temporal.taskQueue,
+      CAGED_TEST_HOST_ID: stack.config.hostId,
+      CAGED_TEST_S3_ENDPOINT: inject('s3Endpoint'),
+      CAGED_TEST_S3_BUCKET: inject('s3Bucket'),
+      CAGED_TEST_S3_PREFIX: `${stack.config.temporal.taskQueue}/`,
+      CAGED_TEST_SANDBOXES_DIR: path.join(stack.dir, 'sandboxes'),
+      CAGED_TEST_WORKFLOW_BUNDLE: bundleFile,
+      ...extraEnv,
+    },
+  });
+  fs.closeSync(log);
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`worker process ${name} did not get ready`)), 60_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready\n')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`worker process ${name} exited (${sig ?? code}) before it was ready`));
+    });
+  });
+  return child;
+}
+
+async function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill(signal);
+  await exited;
+}
+
+/** Multipart uploads open in S3 for a key of the stack, read straight from the server. */
+async function openUploads(key: string): Promise<number> {
+  const s3 = new S3Client({
+    endpoint: inject('s3Endpoint'), region: 'us-east-1', forcePathStyle: true,
+    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+  });
+  try {
+    const full = `${stack.config.temporal.taskQueue}/${key}`;
+    const page = await s3.send(new ListMultipartUploadsCommand({ Bucket: inject('s3Bucket'), Prefix: full }));
+    return (page.Uploads ?? []).filter((u) => u.Key === full).length;
+  } finally {
+    s3.destroy();
+  }
+}
+
+async function counterMoves(id: string): Promise<boolean> {
+  const file = path.join(stack.runtime.rootDir(id), 'counter');
+  const before = fs.readFileSync(file, 'utf8');
+  await sleep(400);
+  return fs.readFileSync(file, 'utf8') !== before;
+}
+
+describe('a worker killed mid-snapshot', () => {
+  it('the upload is retried on a new worker: snapshot ready, no orphaned upload, processes running', { timeout: 120_000 }, async () => {
+    const first = await startWorkerProcess('first', { CAGED_TEST_SLOW_UPLOAD_MS: '25' });
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    const root = stack.runtime.rootDir(id);
+    fs.writeFileSync(path.join(root, 'random.bin'), randomBytes(24 * MiB));
+    await api.exec(id, ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'], true);
+    for (let i = 0; !fs.existsSync(path.join(root, 'counter')); i++) {
+      if (i > 100) throw new Error('the counter did not start');
+      await sleep(50);
+    }
+
+    const posted = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'survivor' });
+    expect(posted.status).toBe(202);
+    const opId = posted.body.operation.id as string;
+    const snapshotId = posted.body.snapshot.id as string;
+    const key = (await getSnapshot(stack.db, snapshotId))!.object_key;
+
+    // Mid-upload: progress is visible and a multipart upload with a part in it is open in S3.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const r = await api.call('GET', `/v1/operations/${opId}`);
+      expect(r.body.status).toBe('running');
+      if (r.body.progress.step === 'uploading' && r.body.progress.bytes_done > 6 * MiB && (await openUploads(key)) === 1) break;
+      if (Date.now() > deadline) throw new Error(`the upload did not get going: ${JSON.stringify(r.body)}`);
+      await sleep(100);
+    }
+    await kill(first, 'SIGKILL');
+    expect(first.signalCode).toBe('SIGKILL');
+    // The dead worker left the sandbox stopped and its upload open.
+    expect(await stack.runtime.processState(id)).toBe('stopped');
+    expect(await openUploads(key)).toBe(1);
+    expect((await api.call('GET', `/v1/operations/${opId}`)).body.status).toBe('running');
+
+    await startWorkerProcess('second');
+    const op = await api.waitOp(opId, 100_000);
+    expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+
+    // The upload activity really was retried: its second attempt is the one that completed.
+    const history = await stack.client.workflow.getHandle(opId).fetchHistory();
+    const scheduled = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'uploadSnapshot')!;
+    const started = history.events!.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId) === Number(scheduled.eventId))!;
+    expect(started.activityTaskStartedEventAttributes!.attempt).toBeGreaterThanOrEqual(2);
+
+    const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
+    expect(snap.state).toBe('ready');
+    expect(op.result).toEqual({ snapshot_id: snapshotId, size_bytes: snap.size_bytes, sha256: snap.sha256 });
+    const file = path.join(stack.dir, `${snapshotId}.tar.zst`);
+    await pipeline(await stack.store.get(key), fs.createWriteStream(file));
+    expect(fs.statSync(file).size).toBe(snap.size_bytes);
+    expect(sha256File(file)).toBe(snap.sha256);
+    const out = path.join(stack.dir, `extract-${snapshotId}`);
+    gnuExtract(file, out, 'zstd');
+    expect(sha256File(path.join(out, 'random.bin'))).toBe(sha256File(path.join(root, 'random.bin')));
+
+    // Nothing orphaned: no open multipart upload, and the only object of the sandbox is this one.
+    expect(await openUploads(key)).toBe(0);
+    expect(await stack.store.abortIncomplete(key)).toBe(0);
+    const objects: string[] = [];
+    for await (const o of stack.store.list('snapshots/')) if (o.key.startsWith(`snapshots/${id}/`)) objects.push(o.key);
+    expect(objects).toEqual([key]);
+
+    expect(await stack.runtime.processState(id)).toBe('running');
+    expect(await counterMoves(id)).toBe(true);
+    expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('running');
+  });
+});
