@@ -255,8 +255,10 @@ describe('ordering, progress, cancel and retry', () => {
     for (const o of ids) ops.push(await api.waitOp(o));
     expect(ops.map((o) => o.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
 
+    // The catalog records the outcome just before the child workflow closes.
+    for (const o of ids) await stack.client.workflow.getHandle(o).result();
     const [s, r, p] = await Promise.all(ids.map((o) => stack.client.workflow.getHandle(o).describe()));
-    for (const d of [s, r, p]) expect(d.status.name).toBe('COMPLETED');
+    for (const d of [s, r, p]) expect(d!.status.name).toBe('COMPLETED');
     expect(r!.startTime.getTime()).toBeGreaterThanOrEqual(s!.closeTime!.getTime());
     expect(p!.startTime.getTime()).toBeGreaterThanOrEqual(r!.closeTime!.getTime());
 
@@ -291,6 +293,39 @@ describe('ordering, progress, cancel and retry', () => {
     expect(op.status).toBe('succeeded');
     const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
     expect(op.progress).toEqual({ step: 'done', bytes_done: snap.size_bytes });
+  });
+
+  it('a snapshot cancelled while it waits its turn never runs, fails its reservation and frees its name', async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(8 * MiB));
+    throttled.set(id, 2 * MiB);
+    const running = await postSnapshot(api, id, 'first');
+    const queued = await postSnapshot(api, id, 'queued');
+    expect((await api.call('GET', `/v1/snapshots/${queued.snapshotId}`)).body.state).toBe('pending');
+
+    const c = await api.call('POST', `/v1/operations/${queued.opId}/cancel`);
+    expect(c.status).toBe(202);
+    const op = await api.waitOp(queued.opId, 20_000);
+    expect(op.status).toBe('cancelled');
+    expect(op.error).toEqual({ code: 'cancelled', message: 'cancelled before it started' });
+    // It never started: no child workflow ran under its id.
+    await expect(stack.client.workflow.getHandle(queued.opId).describe()).rejects.toThrow(/not found/i);
+    const snap = (await api.call('GET', `/v1/snapshots/${queued.snapshotId}`)).body;
+    expect(snap.state).toBe('failed');
+    expect(snap.error.code).toBe('cancelled');
+    expect((await api.call('GET', `/v1/operations/${running.opId}`)).body.status).toBe('running');
+
+    // The name is free again, and the limit does not count the cancelled one.
+    const again = await postSnapshot(api, id, 'queued');
+    throttled.delete(id);
+    expect((await api.waitOp(running.opId)).status).toBe('succeeded');
+    expect((await api.waitOp(again.opId)).status).toBe('succeeded');
+    const live = await listSandboxSnapshots(stack.db, id);
+    expect(live.map((s) => [s.name, s.state]).sort()).toEqual([
+      ['first', 'ready'],
+      ['queued', 'failed'],
+      ['queued', 'ready'],
+    ]);
   });
 
   let cancelledOp: { id: string; snapshotId: string; sandboxId: string } | undefined;

@@ -108,14 +108,20 @@ describe('pause and resume', () => {
     expect(await snapshotsOf(id)).toHaveLength(1);
   });
 
-  it('a pause of a paused sandbox does nothing', async () => {
+  it('a pause of a paused sandbox does nothing, and a snapshot of it leaves it paused', async () => {
     const id = await api.createSandbox({ idle_timeout_s: 0 });
+    await api.exec(id, COUNTER, true);
     expect((await pause(id)).status).toBe('succeeded');
+    const manual = await api.snapshot(id, 'while-paused');
+    expect(manual.op.status).toBe('succeeded');
+    expect(await stack.runtime.processState(id)).toBe('stopped');
+    expect(await sandboxState(id)).toBe('paused');
     const again = await pause(id);
     expect(again.status).toBe('succeeded');
     expect(again.result).toEqual({ already_paused: true });
-    expect(await snapshotsOf(id)).toHaveLength(1);
+    expect((await snapshotsOf(id)).map((s) => s.kind).sort()).toEqual(['auto', 'manual']);
     expect(await sandboxState(id)).toBe('paused');
+    expect(await stack.runtime.processState(id)).toBe('stopped');
   });
 
   it('a pause whose timestamped name is taken (pause, resume, pause within a second) still pauses with its own snapshot', async () => {
@@ -203,6 +209,16 @@ describe('idle timeout', () => {
     expect(snaps[0].name).toMatch(AUTO_NAME);
     expect(op.result).toEqual({ snapshot_id: snaps[0].id });
     expect(await sandboxState(id)).toBe('paused');
+
+    // Resume restarts the idle clock: running for a while, then paused once more.
+    expect((await api.call('POST', `/v1/sandboxes/${id}/resume`)).status).toBe(200);
+    await sleep(1000);
+    expect(await sandboxState(id)).toBe('running');
+    await waitFor(async () => (await sandboxState(id)) === 'paused', 15_000, 'the second idle pause');
+    const after = await pauseOps(id);
+    expect(after).toHaveLength(2);
+    expect((await api.waitOp(after[0].id)).status).toBe('succeeded');
+    expect((await snapshotsOf(id)).filter((s) => s.kind === 'auto' && s.state === 'ready')).toHaveLength(2);
   });
 
   it('file activity keeps a sandbox running past its idle timeout', async () => {

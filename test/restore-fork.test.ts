@@ -275,6 +275,64 @@ describe('restore rollback', () => {
     expect(await stack.runtime.processState(id)).toBe('running');
     await expectCounting(counter);
   }, 120_000);
+
+  /** Holds the restore inside the step at `point` until the cancel has reached its workflow. */
+  async function cancelWhileAt(id: string, snapshotId: string, point: string) {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let entered = false;
+    faults.set(id, async (p) => {
+      if (p !== point) return;
+      entered = true;
+      await gate;
+    });
+    try {
+      const opId = await restore(snapshotId);
+      await waitFor(() => entered);
+      expect((await api.call('POST', `/v1/operations/${opId}/cancel`)).status).toBe(202);
+      const handle = stack.client.workflow.getHandle(opId);
+      await waitFor(async () => ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes));
+      // The workflow knows of the cancel while the step is still running on the host.
+      await sleep(300);
+      release();
+      return await api.waitOp(opId);
+    } finally {
+      release();
+      faults.delete(id);
+    }
+  }
+
+  it('a cancel that arrives during the swap rolls the swap back', async () => {
+    const { id, counter, snapshotId, before } = await prepare('cancel-at-swap');
+    const op = await cancelWhileAt(id, snapshotId, 'restore:swapped');
+    expect(op.status).toBe('cancelled');
+    expect(op.error?.code).toBe('cancelled');
+    expect(describeTree(root(id))).toEqual(before);
+    expect(leftovers(id)).toEqual([]);
+    expect(await stack.runtime.processState(id)).toBe('running');
+    await expectCounting(counter);
+  });
+
+  it('a cancel that arrives once the previous root is discarded lets the restore finish', async () => {
+    const { id, counter, snapshotId } = await prepare('cancel-at-commit');
+    const expected = describeTree(root(id));
+    const restored = await (async () => {
+      // What the snapshot holds: the tree as it was when prepare() took it.
+      const other = await api.createSandbox();
+      const op = await api.waitOp(await restore(snapshotId, { to: other }));
+      expect(op.status).toBe('succeeded');
+      return describeTree(root(other));
+    })();
+    expect(restored).not.toEqual(expected);
+
+    const op = await cancelWhileAt(id, snapshotId, 'restore:committed');
+    // Past the point of no return: the operation reports what happened to the sandbox.
+    expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+    expect(describeTree(root(id))).toEqual(restored);
+    expect(leftovers(id)).toEqual([]);
+    expect(await stack.runtime.processState(id)).toBe('running');
+    await expectCounting(counter);
+  });
 });
 
 describe('fork', () => {

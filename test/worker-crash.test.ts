@@ -140,6 +140,7 @@ describe('a worker killed mid-snapshot', () => {
     expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
 
     // The upload activity really was retried: its second attempt is the one that completed.
+    await stack.client.workflow.getHandle(opId).result();
     const history = await stack.client.workflow.getHandle(opId).fetchHistory();
     const scheduled = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'uploadSnapshot')!;
     const started = history.events!.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId) === Number(scheduled.eventId))!;

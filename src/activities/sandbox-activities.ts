@@ -50,6 +50,7 @@ export function createSandboxActivities(deps: ActivityDeps) {
 
     async commitRoot(sandboxId: string, operationId: string): Promise<void> {
       await commitSwap(runtime.sandboxDir(sandboxId), operationId);
+      await deps.faultHook?.('restore:committed', { sandboxId });
     },
   };
 }

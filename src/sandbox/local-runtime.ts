@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { CagedError, isErrorCode } from '../shared/errors.js';
 import { randomSuffix } from '../shared/ids.js';
 import { agentRequest, agentSocketPath, readAgentRecord, startAgent } from './agent-client.js';
-import { bootId, groupMembers, isDead, isStopped, readProcStat } from './procfs.js';
+import { bootId, groupMembers, isDead, isQuiesced, isStopped, readProcStat } from './procfs.js';
 import { deleteSandboxFile, readSandboxFile, writeSandboxFile } from './sandbox-files.js';
 import { assertSandboxId, TEMPLATE_NAME_RE } from './sandbox-paths.js';
 import type { ExecResult, ProcessState, SandboxRuntime, SandboxSpec } from './runtime.js';
@@ -126,7 +126,10 @@ export class LocalSandboxRuntime implements SandboxRuntime {
     if (!group) return;
     signalGroup(group.pgid, 'SIGSTOP');
     // kill() only queues the signal; a process in the middle of a write stops once the write returns.
-    const stopped = await waitUntil(async () => (await groupMembers(group.pgid)).every(isStopped), STOP_TIMEOUT_MS);
+    const stopped = await waitUntil(async () => {
+      const members = await groupMembers(group.pgid);
+      return (await Promise.all(members.map(isQuiesced))).every(Boolean);
+    }, STOP_TIMEOUT_MS);
     if (!stopped) throw new Error(`sandbox ${id}: processes did not stop within ${STOP_TIMEOUT_MS} ms`);
   }
 

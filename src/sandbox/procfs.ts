@@ -40,6 +40,24 @@ export function isStopped(stat: ProcStat): boolean {
   return stat.state === 'T' || stat.state === 't';
 }
 
+const SIGSTOP_BIT = 1n << 18n;
+
+/**
+ * Stopped, or as good as stopped: a parent caught in vfork() (state D) while its child is stopped
+ * before exec cannot take the SIGSTOP until SIGCONT, yet it runs no code in the meantime.
+ */
+export async function isQuiesced(stat: ProcStat): Promise<boolean> {
+  if (isStopped(stat)) return true;
+  if (stat.state !== 'D') return false;
+  try {
+    const status = await fs.readFile(`/proc/${stat.pid}/status`, 'utf8');
+    const pending = [...status.matchAll(/^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$/gm)].map((m) => BigInt(`0x${m[1]}`));
+    return pending.some((mask) => (mask & SIGSTOP_BIT) !== 0n);
+  } catch {
+    return true; // gone meanwhile
+  }
+}
+
 /** Every live (non-zombie) process in the process group, found by scanning /proc. */
 export async function groupMembers(pgid: number): Promise<ProcStat[]> {
   const entries = await fs.readdir('/proc');

@@ -1,6 +1,6 @@
 import type { AppContext } from './context.js';
 import { getAccountSnapshot } from '../catalog/snapshots.js';
-import { getSandbox, insertSandbox } from '../catalog/sandboxes.js';
+import { getSandbox, insertSandbox, setSandboxState } from '../catalog/sandboxes.js';
 import { snapshotDto } from '../catalog/snapshots.js';
 import { operationDto } from '../catalog/operations.js';
 import { sandboxDto } from '../api/dto.js';
@@ -27,6 +27,13 @@ export async function forkSandbox(ctx: AppContext, accountId: string, snapshotId
     idleTimeoutSeconds: idleTimeoutSeconds ?? source.idle_timeout_s,
     sourceSnapshotId: snapshotId,
   });
-  const operation = await submitOperation(ctx, sandbox, 'fork', { snapshotId, sourceSandboxId: source.id, newSandboxId: sandbox.id }, { snapshotId });
+  let operation;
+  try {
+    operation = await submitOperation(ctx, sandbox, 'fork', { snapshotId, sourceSandboxId: source.id, newSandboxId: sandbox.id }, { snapshotId });
+  } catch (err) {
+    // The fork never started: its row must not stay "creating".
+    await setSandboxState(ctx.db, sandbox.id, 'deleted').catch(() => {});
+    throw err;
+  }
   return { sandbox: sandboxDto(sandbox), snapshot: snapshotDto(snap), operation: operationDto(operation) };
 }

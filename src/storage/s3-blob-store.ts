@@ -56,6 +56,8 @@ export class S3BlobStore implements BlobStore {
         done(null, chunk);
       },
     });
+    // Destroying it after the SDK has read it all must not surface as an uncaught error.
+    counted.on('error', () => {});
     const doomed = new AbortController();
     // One failure dooms the whole upload: stop reading the source and cancel sibling part uploads,
     // so lib-storage reaches its AbortMultipartUpload quickly instead of draining the body first.

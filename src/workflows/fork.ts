@@ -1,3 +1,4 @@
+import { CancellationScope } from '@temporalio/workflow';
 import type { ForkInput } from '../shared/definitions.js';
 import { catalog, hostActivities } from './activities.js';
 import { runOperation } from './operation.js';
@@ -12,10 +13,13 @@ export async function forkWorkflow(input: ForkInput) {
       await catalog.setSandboxState(input.newSandboxId, 'deleted');
     });
     await catalog.reportStep(input.operationId, 'creating');
-    await control.createEmptySandbox(input.newSandboxId);
+    // Disk steps are not cancelled half-way, so the removal never races with them.
+    await CancellationScope.nonCancellable(() => control.createEmptySandbox(input.newSandboxId));
     const out = await restoreInto({ operationId: input.operationId, snapshotId: input.snapshotId, targetSandboxId: input.newSandboxId, hostQueue: input.hostQueue }, saga);
-    await control.commitRoot(input.newSandboxId, input.operationId);
-    await catalog.setSandboxState(input.newSandboxId, 'running');
+    await CancellationScope.nonCancellable(async () => {
+      await control.commitRoot(input.newSandboxId, input.operationId);
+      await catalog.setSandboxState(input.newSandboxId, 'running');
+    });
     return { sandbox_id: input.newSandboxId, snapshot_id: input.snapshotId, ...out };
   });
 }

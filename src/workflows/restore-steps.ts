@@ -1,3 +1,4 @@
+import { CancellationScope } from '@temporalio/workflow';
 import { catalog, hostActivities } from './activities.js';
 import type { Saga } from './saga.js';
 
@@ -26,6 +27,7 @@ export async function restoreInto(a: RestoreArgs, saga: Saga): Promise<{ sha256:
     sizeBytes: snap.sizeBytes,
   });
   await catalog.reportStep(a.operationId, 'swapping');
-  await control.swapRoot(a.targetSandboxId, a.operationId);
+  // Not cancelled mid-rename: the rollback must not run while the swap still moves directories.
+  await CancellationScope.nonCancellable(() => control.swapRoot(a.targetSandboxId, a.operationId));
   return { sha256: snap.sha256, size_bytes: snap.sizeBytes };
 }

@@ -14,14 +14,19 @@ export async function restoreWorkflow(input: RestoreInput) {
     const before = await catalog.getSandboxState(input.targetSandboxId);
     await catalog.reportStep(input.operationId, 'quiescing');
     if (before !== 'paused') saga.add('resume target', () => control.resumeSandbox(input.targetSandboxId));
-    await control.pauseSandbox(input.targetSandboxId);
+    // Steps on the disk and processes are not cancelled half-way: a cancelled activity would go on
+    // running on the host while the compensations already undo it.
+    await CancellationScope.nonCancellable(() => control.pauseSandbox(input.targetSandboxId));
 
     const out = await restoreInto({ ...input }, saga);
 
     await catalog.reportStep(input.operationId, 'finalizing');
-    await control.commitRoot(input.targetSandboxId, input.operationId);
-    if (before !== 'paused') await CancellationScope.nonCancellable(() => control.resumeSandbox(input.targetSandboxId));
-    await catalog.touchSandbox(input.targetSandboxId);
+    // Once the previous root is gone the restore cannot be undone, so it is finished, not cancelled.
+    await CancellationScope.nonCancellable(async () => {
+      await control.commitRoot(input.targetSandboxId, input.operationId);
+      if (before !== 'paused') await control.resumeSandbox(input.targetSandboxId);
+      await catalog.touchSandbox(input.targetSandboxId);
+    });
     return { snapshot_id: input.snapshotId, sandbox_id: input.targetSandboxId, ...out };
   });
 }

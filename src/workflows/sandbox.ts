@@ -6,6 +6,8 @@ import {
   continueAsNew,
   executeChild,
   isCancellation,
+  allHandlersFinished,
+  patched,
   setHandler,
   uuid4,
   workflowInfo,
@@ -52,23 +54,25 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
   let paused = input.paused;
   let lastActiveAt = input.lastActiveAt ?? Date.now();
   let current: { id: string; scope: CancellationScope } | undefined;
-  const cancelledQueued: string[] = [];
+  const cancelledQueued: OperationRequest[] = [];
 
   setHandler(submitOperationSignal, (req) => {
     const id = req.input.operationId;
     if (current?.id === id || queue.some((q) => q.input.operationId === id)) return;
     queue.push(req);
   });
-  setHandler(cancelOperationSignal, (operationId) => {
+  setHandler(cancelOperationSignal, async (operationId) => {
     if (current?.id === operationId) {
       current.scope.cancel();
       return;
     }
     const i = queue.findIndex((q) => q.input.operationId === operationId);
-    if (i >= 0) {
-      queue.splice(i, 1);
-      cancelledQueued.push(operationId);
-    }
+    if (i < 0) return;
+    const [req] = queue.splice(i, 1);
+    // Recorded at once, not when the operation running ahead of it ends (histories from before
+    // this change recorded it from the loop).
+    if (patched(RELEASE_QUEUED_OPERATIONS)) await abandon(req!, 'cancelled', CANCELLED_BEFORE_START);
+    else cancelledQueued.push(req!);
   });
   setHandler(touchSignal, ({ at }) => {
     if (at > lastActiveAt) lastActiveAt = at;
@@ -77,7 +81,10 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
 
   for (;;) {
     const idleMs = input.idleTimeoutSeconds * 1000;
-    if (input.deleted && queue.length === 0 && cancelledQueued.length === 0) return;
+    if (input.deleted && queue.length === 0 && cancelledQueued.length === 0) {
+      await condition(allHandlersFinished);
+      return;
+    }
     const idleClock = !paused && !input.deleted && idleMs > 0;
     const wait = idleClock ? Math.max(1, lastActiveAt + idleMs - Date.now()) : undefined;
     const woke = await condition(
@@ -86,8 +93,7 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
     );
 
     while (cancelledQueued.length) {
-      const id = cancelledQueued.shift()!;
-      await catalog.finishOperation(id, { status: 'cancelled', error: { code: 'cancelled', message: 'cancelled before it started' } });
+      await abandon(cancelledQueued.shift()!, 'cancelled', CANCELLED_BEFORE_START);
     }
 
     if (!woke && idleClock && Date.now() >= lastActiveAt + idleMs) {
@@ -103,16 +109,18 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
         paused = false;
         lastActiveAt = Date.now();
       }
-      if (next.type === 'delete_sandbox' && outcome === 'succeeded') {
-        for (const q of queue.splice(0)) {
-          await catalog.finishOperation(q.input.operationId, { status: 'failed', error: { code: 'not_found', message: 'the sandbox was deleted' } });
-        }
+      // A deleted sandbox, or a fork that never became one, has nothing left to run.
+      if ((next.type === 'delete_sandbox' && outcome === 'succeeded') || (next.type === 'fork' && outcome !== 'succeeded')) {
+        for (const q of queue.splice(0)) await abandon(q, 'failed', { code: 'not_found', message: 'the sandbox was deleted' });
+        await condition(allHandlersFinished);
         return;
       }
       continue;
     }
 
-    if (workflowInfo().continueAsNewSuggested && queue.length === 0) {
+    // Cancellations that arrived while this turn awaited are recorded first, or they would be lost.
+    if (workflowInfo().continueAsNewSuggested && queue.length === 0 && cancelledQueued.length === 0) {
+      await condition(allHandlersFinished);
       await continueAsNew<typeof sandboxWorkflow>({ ...input, paused, queue, lastActiveAt });
     }
   }
@@ -127,6 +135,22 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
     return req;
   }
 }
+
+/**
+ * Records the outcome of an operation that never ran, after releasing what its request reserved:
+ * the API reserved a pending snapshot for a create_snapshot or import (and stored an import's
+ * upload), which would otherwise stay pending, keep its name taken and count against the limits.
+ */
+async function abandon(req: OperationRequest, status: 'cancelled' | 'failed', error: { code: string; message: string }): Promise<void> {
+  if (patched(RELEASE_QUEUED_OPERATIONS)) {
+    if (req.type === 'create_snapshot' || req.type === 'import') await catalog.markSnapshotFailed(req.input.snapshotId, error.code, error.message);
+    if (req.type === 'import') await catalog.deleteObject(req.input.stagingKey);
+  }
+  await catalog.finishOperation(req.input.operationId, { status, error });
+}
+
+const RELEASE_QUEUED_OPERATIONS = 'release-queued-operations';
+const CANCELLED_BEFORE_START = { code: 'cancelled', message: 'cancelled before it started' };
 
 async function runChild(
   req: OperationRequest,

@@ -65,5 +65,8 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
 export async function deleteSnapshotData(snapshotId: string, operationId: string): Promise<void> {
   const { objectKey } = await catalog.beginDeleteSnapshot(snapshotId, operationId);
   await catalog.deleteObject(objectKey);
+  // The exported .tar.gz and its checksum go too, so no download link outlives the snapshot.
+  await catalog.deleteObject(`exports/${snapshotId}.tar.gz`);
+  await catalog.deleteObject(`exports/${snapshotId}.tar.gz.sha256`);
   await catalog.markSnapshotDeleted(snapshotId);
 }
