@@ -39,6 +39,9 @@ const TARGET_RATIO = 0.7;
 const TARGET_RSS_MB = 300;
 const POLL_MS = 100;
 const GROWTH_TOLERANCE_MB = 50;
+const SETTLE_AFTER_DELETE_MS = 62_000;
+/** When the bench (or a caged restore, which removes the previous root) last deleted a large tree. */
+let lastMassDeleteAt = 0;
 
 interface Args {
   sizes: number[];
@@ -388,8 +391,23 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
     const archiveBytes = fs.statSync(archive).size;
     syncDisks();
 
+    // Two quirks of this kind of VM are evened out before every timed step (see README.md):
+    // cold page-cache pages are paged out after about a minute (DAMON), so the input is read once
+    // just before; and ext4 without a journal will not reuse an inode within 60 s of its deletion,
+    // which makes creating files right after a mass delete several times slower, so a restore
+    // waits until a minute has passed since the last large delete.
+    const warmTree = () => timeShell(`tar -C ${q(root)} -cf - . | cat > /dev/null`);
+    const warmFile = (f: string) => (fs.existsSync(f) ? timeShell(`cat ${q(f)} > /dev/null`) : log(`warning: ${f} not found to warm`));
+    const settle = async () => {
+      const wait = lastMassDeleteAt + SETTLE_AFTER_DELETE_MS - Date.now();
+      if (wait > 0) {
+        log(`${gib} GiB: waiting ${fmt(wait / 1000, 0)} s for ext4 to let go of recently deleted inodes`);
+        await sleep(wait);
+      }
+    };
     const baselineSnapshot = async () => {
       log(`${gib} GiB: baseline snapshot`);
+      await warmTree();
       syncDisks();
       return timeShell(`${packCmd} > /dev/null`);
     };
@@ -397,6 +415,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
     let cagedArchiveBytes = 0;
     const cagedSnapshot = async () => {
       log(`${gib} GiB: caged snapshot`);
+      await warmTree();
       syncDisks();
       const m = await measureOperation(dev, async () => {
         const out = await api<{ snapshot: { id: string }; operation: Operation }>(dev, 'POST', `/v1/sandboxes/${sandbox.id}/snapshots`, { name: `bench-${Date.now()}` });
@@ -407,25 +426,32 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
       return m;
     };
     const cagedRestore = async () => {
+      await settle();
       log(`${gib} GiB: caged restore`);
+      await warmFile(path.join(dataDir, 'blobs', 'snapshots', sandbox.id, `${snapshotId}.tar.zst`));
       syncDisks();
       const m = await measureOperation(dev, async () => (await api<{ operation: Operation }>(dev, 'POST', `/v1/snapshots/${snapshotId}/restore`, {})).operation);
+      // The restore removed the previous root as its last step.
+      lastMassDeleteAt = Date.now();
       const restored = treeStats(root);
       if (restored.bytes !== tree.bytes || restored.files !== tree.files) {
         throw new Error(`restored tree differs: ${restored.files} files/${restored.bytes} bytes, expected ${tree.files}/${tree.bytes}`);
       }
       return m;
     };
+    let restoreDirs = 0;
     const baselineRestore = async () => {
+      await settle();
       log(`${gib} GiB: baseline restore`);
-      const empty = path.join(dir, 'baseline-restore');
-      fs.rmSync(empty, { recursive: true, force: true });
+      // Each round extracts into a new directory, removed only at the end, so that no delete of
+      // ours slows down the next restore.
+      const empty = path.join(dir, `baseline-restore-${++restoreDirs}`);
       fs.mkdirSync(empty);
+      await warmFile(archive);
       syncDisks();
       const t = await timeShell(`zstd -d -q -c ${q(archive)} | tar -xf - -C ${q(empty)}`);
       const check = treeStats(empty);
       if (check.bytes !== tree.bytes) throw new Error(`baseline restore wrote ${check.bytes} bytes, expected ${tree.bytes}`);
-      fs.rmSync(empty, { recursive: true, force: true });
       return t;
     };
 
@@ -447,6 +473,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
         baseRestore = await baselineRestore();
         restore = await cagedRestore();
       }
+      await warmTree();
       syncDisks();
       const durableFile = path.join(dir, 'durable.tar.zst');
       const baseDurable = await timeShell(`${packCmd} > ${q(durableFile)} && sync ${q(durableFile)}`);
@@ -461,7 +488,10 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
     log(`${gib} GiB: stopping caged dev`);
     await stopDev(dev);
     onDev(undefined);
-    if (!args.keep) fs.rmSync(dir, { recursive: true, force: true });
+    if (!args.keep) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      lastMassDeleteAt = Date.now();
+    }
   }
 }
 
@@ -590,15 +620,18 @@ function report(results: SizeResult[], args: Args): string {
 
 // ---------------------------------------------------------------- main
 
-function checkDisk(sizes: number[]): void {
+function checkDisk(sizes: number[], rounds: number): void {
   fs.mkdirSync(BENCH_DIR, { recursive: true });
   const st = fs.statfsSync(BENCH_DIR);
   const free = st.bavail * st.bsize;
-  // Per size (one at a time): the tree, two archives (< tree), the restored tree and the
-  // baseline's restore, which never all exist at once; 4x plus 2 GiB of room is enough.
-  const need = Math.max(...sizes) * 4 * GiB + 2 * GiB;
+  // Per size (one at a time): the tree, the previous root and the staging tree during a restore,
+  // two archives (each < the tree) and one baseline restore per round, plus 2 GiB of room.
+  const need = Math.max(...sizes) * (5 + rounds) * GiB + 2 * GiB;
   if (free < need) {
-    throw new Error(`not enough disk space in ${BENCH_DIR}: ${fmt(free / GiB)} GiB free, ${fmt(need / GiB)} GiB needed for ${Math.max(...sizes)} GiB; use BENCH_SIZES=1 or free some space`);
+    throw new Error(
+      `not enough disk space in ${BENCH_DIR}: ${fmt(free / GiB)} GiB free, ${fmt(need / GiB)} GiB needed for ${Math.max(...sizes)} GiB ` +
+        `with ${rounds} round(s); use BENCH_SIZES=1, BENCH_ROUNDS=1 or free some space`,
+    );
   }
 }
 
@@ -615,7 +648,7 @@ function checkTools(): void {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   checkTools();
-  checkDisk(args.sizes);
+  checkDisk(args.sizes, args.rounds);
   let current: Dev | undefined;
   let interrupted = false;
   const onSignal = async () => {

@@ -263,7 +263,7 @@ describe('idle timeout', () => {
     }
     // The manual pause always gets an operation.
     expect(calls[6]!.status).toBe(202);
-    const ops = await Promise.all(opIds.map((o) => api.waitOp(o)));
+    const ops = await Promise.all(opIds.map((o) => api.waitOp(o, 30_000)));
     expect(ops.map((o) => o.status)).toEqual(ops.map(() => 'succeeded'));
     const took = ops.filter((o) => o.result.snapshot_id);
     expect(took).toHaveLength(1);
