@@ -114,3 +114,37 @@ export class ChildRssSampler {
     return out;
   }
 }
+
+/** CPU seconds per thread of a process, keyed by "name/tid". */
+export function threadCpuSeconds(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cpu = (Number(f[11]) + Number(f[12])) / 100;
+      out.set(`${name}/${tid}`, cpu);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** The largest per-thread CPU increases between two threadCpuSeconds() readings. */
+export function topThreadDeltas(before: Map<string, number>, after: Map<string, number>, n = 4): string {
+  return [...after]
+    .map(([name, cpu]) => [name, cpu - (before.get(name) ?? 0)] as const)
+    .filter(([, d]) => d >= 0.05)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([name, d]) => `${name} ${d.toFixed(2)}`)
+    .join(', ');
+}

@@ -28,8 +28,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { generateDataset, type DatasetSummary } from './dataset.js';
-import { ChildRssSampler, procCpuSeconds, procStatusKb, resetPeakRss } from './proc.js';
+import { ChildRssSampler, procCpuSeconds, procStatusKb, resetPeakRss, threadCpuSeconds, topThreadDeltas } from './proc.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BENCH_DIR = path.join(ROOT, '.bench');
@@ -39,11 +40,10 @@ const TARGET_RATIO = 0.7;
 const TARGET_RSS_MB = 300;
 const POLL_MS = 100;
 const GROWTH_TOLERANCE_MB = 50;
-const SETTLE_AFTER_DELETE_MS = 62_000;
-/** When the bench (or a caged restore, which removes the previous root) last deleted a large tree. */
-let lastMassDeleteAt = 0;
 
 interface Args {
+  /** A PostgreSQL server for the catalog instead of PGlite in the dev process (BENCH_DATABASE_URL). */
+  databaseUrl?: string;
   sizes: number[];
   rounds: number;
   keep: boolean;
@@ -55,6 +55,7 @@ function parseArgs(argv: string[]): Args {
   let keep = false;
   let seed = 1;
   let rounds = Number(process.env.BENCH_ROUNDS || 2);
+  let databaseUrl = process.env.BENCH_DATABASE_URL || undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -64,16 +65,17 @@ function parseArgs(argv: string[]): Args {
     };
     if (a === '--size' || a.startsWith('--size=') || a === '--sizes' || a.startsWith('--sizes=')) sizes.push(...parseSizes(value()));
     else if (a === '--keep') keep = true;
+    else if (a === '--database-url' || a.startsWith('--database-url=')) databaseUrl = value();
     else if (a === '--rounds' || a.startsWith('--rounds=')) rounds = Number(value());
     else if (a === '--seed' || a.startsWith('--seed=')) seed = Number(value());
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: npm run bench -- [--size GIB]... [--rounds N] [--keep] [--seed N]   (or BENCH_SIZES=1,4 BENCH_ROUNDS=2)\n');
+      process.stdout.write('usage: npm run bench -- [--size GIB]... [--rounds N] [--database-url URL] [--keep] [--seed N]\n       (or BENCH_SIZES=1,4 BENCH_ROUNDS=2 BENCH_DATABASE_URL=postgres://...)\n');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
   if (sizes.length === 0) sizes.push(...parseSizes(process.env.BENCH_SIZES || '1,4'));
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error(`bad --rounds ${rounds}`);
-  return { sizes, rounds, keep, seed };
+  return { databaseUrl, sizes, rounds, keep, seed };
 }
 
 function parseSizes(s: string): number[] {
@@ -177,7 +179,19 @@ interface Dev {
   output: () => string;
 }
 
-async function startDev(dataDir: string): Promise<Dev> {
+async function startDev(dataDir: string, databaseUrl?: string): Promise<Dev> {
+  // The Temporal dev server picks some ports of its own; on a clash, try other ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDevOnce(dataDir, databaseUrl);
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      log(`caged dev could not bind its ports; retrying with others`);
+    }
+  }
+}
+
+async function startDevOnce(dataDir: string, databaseUrl?: string): Promise<Dev> {
   const port = await freePort();
   const temporalPort = await freeTemporalPort(port);
   const env: NodeJS.ProcessEnv = {};
@@ -194,6 +208,7 @@ async function startDev(dataDir: string): Promise<Dev> {
     CAGED_MAX_SNAPSHOT_BYTES: String(64 * GiB),
     CAGED_MAX_ACCOUNT_BYTES: String(256 * GiB),
   });
+  if (databaseUrl) env.DATABASE_URL = databaseUrl;
   // e.g. BENCH_DEV_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the dev process.
   const nodeArgs = (process.env.BENCH_DEV_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/caged.mjs'), 'dev'], {
@@ -210,6 +225,12 @@ async function startDev(dataDir: string): Promise<Dev> {
   };
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
+  // BENCH_DEV_LOG=FILE keeps everything the dev process prints (e.g. with BENCH_DEV_NODE_ARGS=--trace-gc).
+  if (process.env.BENCH_DEV_LOG) {
+    const file = fs.createWriteStream(process.env.BENCH_DEV_LOG, { flags: 'a' });
+    child.stdout!.pipe(file);
+    child.stderr!.pipe(file);
+  }
   const deadline = Date.now() + 180_000;
   for (;;) {
     const m = /API key:\s+(\S+)/.exec(output);
@@ -275,6 +296,8 @@ interface Measured {
   childByName: Record<string, number>;
   nodeCpu: number;
   childCpu: number;
+  /** Where the worker's CPU went: the busiest thread names of the dev process. */
+  threads: string;
   /** The progress steps the polls saw, with the seconds since the POST at which each was first seen. */
   steps: { step: string; at: number }[];
   op: Operation;
@@ -287,6 +310,7 @@ async function measureOperation(dev: Dev, start: () => Promise<Operation>): Prom
   const rssBeforeKb = procStatusKb(dev.pid, 'VmRSS') ?? 0;
   const sampler = new ChildRssSampler(dev.pid);
   const cpu0 = procCpuSeconds(dev.pid)!;
+  const threads0 = threadCpuSeconds(dev.pid);
   sampler.start();
   const postedAt = Date.now();
   const t0 = performance.now();
@@ -305,6 +329,7 @@ async function measureOperation(dev: Dev, start: () => Promise<Operation>): Prom
   const polledSeconds = (performance.now() - t0) / 1000;
   sampler.stop();
   const cpu1 = procCpuSeconds(dev.pid)!;
+  const threads = topThreadDeltas(threads0, threadCpuSeconds(dev.pid));
   const hwmKb = procStatusKb(dev.pid, 'VmHWM') ?? 0;
   if (op.status !== 'succeeded') throw new Error(`operation ${op.id} ${op.status}: ${op.error?.code ?? ''} ${op.error?.message ?? ''}`);
   const finished = op.finished_at ? Date.parse(op.finished_at) : NaN;
@@ -318,6 +343,7 @@ async function measureOperation(dev: Dev, start: () => Promise<Operation>): Prom
     childByName: Object.fromEntries(Object.entries(sampler.maxByName()).map(([k, v]) => [k, v / 1024])),
     nodeCpu: cpu1.self - cpu0.self,
     childCpu: cpu1.children - cpu0.children,
+    threads,
     steps,
     op,
   };
@@ -349,6 +375,8 @@ interface SizeResult {
   startupPeakMb: number;
   idleRssMb: number;
   rounds: Round[];
+  /** Restore over the original sandbox, which also removes its previous root (one run, last). */
+  inPlace: Measured;
 }
 
 /** Deletes a snapshot through the API and waits until it is gone (untimed housekeeping). */
@@ -363,11 +391,14 @@ async function deleteSnapshot(dev: Dev, snapshotId: string): Promise<void> {
 
 async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => void): Promise<SizeResult> {
   const dir = path.join(BENCH_DIR, `size-${gib}g`);
-  fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const dataDir = path.join(dir, 'caged');
   log(`${gib} GiB: starting caged dev in ${path.relative(ROOT, dataDir)}`);
-  const dev = await startDev(dataDir);
+  const db = args.databaseUrl ? await createDatabase(args.databaseUrl, `caged_bench_${process.pid}_${String(gib).replace('.', '_')}`) : undefined;
+  const dev = await startDev(dataDir, db?.url).catch(async (err) => {
+    await db?.drop();
+    throw err;
+  });
   onDev(dev);
   try {
     const sandbox = await api<{ id: string; state: string }>(dev, 'POST', '/v1/sandboxes', {});
@@ -391,19 +422,17 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
     const archiveBytes = fs.statSync(archive).size;
     syncDisks();
 
-    // Two quirks of this kind of VM are evened out before every timed step (see README.md):
-    // cold page-cache pages are paged out after about a minute (DAMON), so the input is read once
-    // just before; and ext4 without a journal will not reuse an inode within 60 s of its deletion,
-    // which makes creating files right after a mass delete several times slower, so a restore
-    // waits until a minute has passed since the last large delete.
+    // Two quirks of this kind of VM are evened out (see bench/README.md). Page-cache pages left
+    // cold for about a minute are paged out (DAMON), so each timed step's input is read just
+    // before it. And ext4 without a journal will not reuse an inode for up to 5 minutes after its
+    // deletion, which makes creating files near a recent mass delete several times slower; so
+    // nothing is deleted until the very end: each restore, caged or baseline, goes into a new
+    // place (a new sandbox for caged), and the in-place restore, which removes the old root, is
+    // the last step.
     const warmTree = () => timeShell(`tar -C ${q(root)} -cf - . | cat > /dev/null`);
-    const warmFile = (f: string) => (fs.existsSync(f) ? timeShell(`cat ${q(f)} > /dev/null`) : log(`warning: ${f} not found to warm`));
-    const settle = async () => {
-      const wait = lastMassDeleteAt + SETTLE_AFTER_DELETE_MS - Date.now();
-      if (wait > 0) {
-        log(`${gib} GiB: waiting ${fmt(wait / 1000, 0)} s for ext4 to let go of recently deleted inodes`);
-        await sleep(wait);
-      }
+    const warmFile = async (f: string) => {
+      if (fs.existsSync(f)) await timeShell(`cat ${q(f)} > /dev/null`);
+      else log(`warning: ${f} not found to warm`);
     };
     const baselineSnapshot = async () => {
       log(`${gib} GiB: baseline snapshot`);
@@ -425,26 +454,22 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
       cagedArchiveBytes = (await api<{ size_bytes: number }>(dev, 'GET', `/v1/snapshots/${snapshotId}`)).size_bytes;
       return m;
     };
-    const cagedRestore = async () => {
-      await settle();
-      log(`${gib} GiB: caged restore`);
+    /** Restores the latest snapshot into `target` (a new sandbox, or the original one in place). */
+    const cagedRestore = async (target?: string) => {
+      log(`${gib} GiB: caged restore ${target ? 'into a new sandbox' : 'in place'}`);
       await warmFile(path.join(dataDir, 'blobs', 'snapshots', sandbox.id, `${snapshotId}.tar.zst`));
       syncDisks();
-      const m = await measureOperation(dev, async () => (await api<{ operation: Operation }>(dev, 'POST', `/v1/snapshots/${snapshotId}/restore`, {})).operation);
-      // The restore removed the previous root as its last step.
-      lastMassDeleteAt = Date.now();
-      const restored = treeStats(root);
+      const m = await measureOperation(dev, async () => (await api<{ operation: Operation }>(dev, 'POST', `/v1/snapshots/${snapshotId}/restore`, target ? { to: target } : {})).operation);
+      const restored = treeStats(path.join(dataDir, 'sandboxes', target ?? sandbox.id, 'root'));
       if (restored.bytes !== tree.bytes || restored.files !== tree.files) {
         throw new Error(`restored tree differs: ${restored.files} files/${restored.bytes} bytes, expected ${tree.files}/${tree.bytes}`);
       }
       return m;
     };
+    const newSandbox = async () => (await api<{ id: string }>(dev, 'POST', '/v1/sandboxes', {})).id;
     let restoreDirs = 0;
     const baselineRestore = async () => {
-      await settle();
       log(`${gib} GiB: baseline restore`);
-      // Each round extracts into a new directory, removed only at the end, so that no delete of
-      // ours slows down the next restore.
       const empty = path.join(dir, `baseline-restore-${++restoreDirs}`);
       fs.mkdirSync(empty);
       await warmFile(archive);
@@ -459,40 +484,67 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
     for (let r = 0; r < args.rounds; r++) {
       log(`${gib} GiB: round ${r + 1} of ${args.rounds}`);
       // Odd rounds in the order baseline, caged, caged, baseline; even rounds the other way round,
-      // so neither side always runs right after the other's writes and deletes.
+      // so neither side always runs right after the other's writes.
       const forward = r % 2 === 0;
+      const target = await newSandbox();
       let baseSnap: Timed, snap: Measured, restore: Measured, baseRestore: Timed;
       if (forward) {
         baseSnap = await baselineSnapshot();
         snap = await cagedSnapshot();
-        restore = await cagedRestore();
+        restore = await cagedRestore(target);
         baseRestore = await baselineRestore();
       } else {
         snap = await cagedSnapshot();
         baseSnap = await baselineSnapshot();
         baseRestore = await baselineRestore();
-        restore = await cagedRestore();
+        restore = await cagedRestore(target);
       }
       await warmTree();
       syncDisks();
       const durableFile = path.join(dir, 'durable.tar.zst');
       const baseDurable = await timeShell(`${packCmd} > ${q(durableFile)} && sync ${q(durableFile)}`);
       fs.rmSync(durableFile, { force: true });
-      await deleteSnapshot(dev, snapshotId);
+      // The last round's snapshot is kept for the in-place restore.
+      if (r < args.rounds - 1) await deleteSnapshot(dev, snapshotId);
       syncDisks();
       rounds.push({ baseSnap, baseRestore, baseDurable, snap, restore });
     }
-    fs.rmSync(archive, { force: true });
-    return { gib, data, treeBytes: tree.bytes, treeFiles: tree.files, archiveBytes, cagedArchiveBytes, startupPeakMb, idleRssMb, rounds };
+    const inPlace = await cagedRestore();
+    return { gib, data, treeBytes: tree.bytes, treeFiles: tree.files, archiveBytes, cagedArchiveBytes, startupPeakMb, idleRssMb, rounds, inPlace };
   } finally {
     log(`${gib} GiB: stopping caged dev`);
     await stopDev(dev);
     onDev(undefined);
-    if (!args.keep) {
-      fs.rmSync(dir, { recursive: true, force: true });
-      lastMassDeleteAt = Date.now();
-    }
+    await db?.drop();
   }
+}
+
+/** A fresh database next to the one `adminUrl` names, for one dev process; drop() removes it. */
+async function createDatabase(adminUrl: string, name: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: adminUrl });
+      try {
+        await c.connect();
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } catch (err) {
+        log(`warning: could not drop database ${name}: ${(err as Error).message}`);
+      } finally {
+        await c.end().catch(() => {});
+      }
+    },
+  };
 }
 
 // ---------------------------------------------------------------- report
@@ -509,7 +561,7 @@ function toolVersion(cmd: string, args: string[]): string {
   return (r.stdout || r.stderr || '?').split('\n')[0]!.replace(/^\*+\s*|\s*\*+$/g, '').trim();
 }
 
-const best = <T extends { seconds: number }>(xs: T[]): T => xs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+const best = <T extends { seconds: number }>(xs: readonly T[]): T => xs.reduce((a, b) => (b.seconds < a.seconds ? b : a));
 const samples = (xs: { seconds: number }[]) => xs.map((x) => fmt(x.seconds, 2)).join(' / ');
 
 interface Summary {
@@ -521,6 +573,7 @@ interface Summary {
   restore: Measured;
   snapRatio: number;
   restoreRatio: number;
+  inPlaceRatio: number;
   peakMb: number;
   growthMb: number;
 }
@@ -531,7 +584,7 @@ function summarize(r: SizeResult): Summary {
   const baseRestore = best(pick('baseRestore'));
   const snap = best(pick('snap'));
   const restore = best(pick('restore'));
-  const ops = [...pick('snap'), ...pick('restore')];
+  const ops = [...pick('snap'), ...pick('restore'), r.inPlace];
   return {
     r,
     baseSnap,
@@ -541,6 +594,7 @@ function summarize(r: SizeResult): Summary {
     restore,
     snapRatio: baseSnap.seconds / snap.seconds,
     restoreRatio: baseRestore.seconds / restore.seconds,
+    inPlaceRatio: baseRestore.seconds / r.inPlace.seconds,
     peakMb: Math.max(...ops.map((m) => m.workerPeakMb)),
     growthMb: Math.max(...ops.map((m) => m.workerPeakMb - m.rssBeforeMb)),
   };
@@ -552,6 +606,7 @@ function report(results: SizeResult[], args: Args): string {
   out.push('');
   out.push(`caged snapshot bench: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${fmt(os.totalmem() / GiB)} GiB RAM, node ${process.version}, ${toolVersion('tar', ['--version'])}, ${toolVersion('zstd', ['--version'])}`);
   out.push(`  ${args.rounds} round(s) per size, alternating the order of caged and baseline; each cell is the best round (all rounds in brackets)`);
+  out.push(`  catalog: ${args.databaseUrl ? `PostgreSQL at ${new URL(args.databaseUrl).host} (a fresh database per size)` : 'PGlite inside the dev process (the `caged dev` default)'}`);
   for (const r of results) {
     out.push(
       `  ${r.gib} GiB: ${r.treeFiles} files, ${fmt(mib(r.treeBytes))} MiB (${r.data.smallFiles} small = ${fmt(mib(r.data.smallBytes))} MiB, ` +
@@ -566,10 +621,12 @@ function report(results: SizeResult[], args: Args): string {
     const pick = <K extends keyof Round>(k: K) => s.r.rounds.map((x) => x[k]);
     rows.push([`${s.r.gib} GiB`, 'snapshot', fmt(s.baseSnap.seconds, 2), tp(s.baseSnap.seconds), fmt(s.snap.seconds, 2), tp(s.snap.seconds), `${fmt(s.snapRatio, 2)}x`, s.snapRatio >= TARGET_RATIO ? 'PASS' : 'FAIL', `${samples(pick('baseSnap'))} | ${samples(pick('snap'))}`]);
     rows.push([`${s.r.gib} GiB`, 'restore', fmt(s.baseRestore.seconds, 2), tp(s.baseRestore.seconds), fmt(s.restore.seconds, 2), tp(s.restore.seconds), `${fmt(s.restoreRatio, 2)}x`, s.restoreRatio >= TARGET_RATIO ? 'PASS' : 'FAIL', `${samples(pick('baseRestore'))} | ${samples(pick('restore'))}`]);
+    rows.push([`${s.r.gib} GiB`, 'restore in place', fmt(s.baseRestore.seconds, 2), tp(s.baseRestore.seconds), fmt(s.r.inPlace.seconds, 2), tp(s.r.inPlace.seconds), `${fmt(s.inPlaceRatio, 2)}x`, s.inPlaceRatio >= TARGET_RATIO ? 'PASS' : 'FAIL', `(one run, last) | ${fmt(s.r.inPlace.seconds, 2)}`]);
   }
   out.push(table(rows));
   out.push('  baseline snapshot: tar -cf - DIR | zstd -1 -T0 > /dev/null; baseline restore: zstd -d -c ARCHIVE | tar -xf - -C EMPTYDIR');
-  out.push('  caged s: from the POST to the operation\'s finished_at (polls every 100 ms)');
+  out.push('  caged s: from the POST to the operation\'s finished_at (polls every 100 ms). restore: into a new sandbox, like the');
+  out.push('  baseline into an empty directory; restore in place: over the original sandbox, which also removes its old root.');
   for (const s of sums) {
     out.push(
       `  ${s.r.gib} GiB, for reference: the baseline writing its archive to a file + sync: ${fmt(s.baseDurable.seconds, 2)} s ` +
@@ -582,6 +639,7 @@ function report(results: SizeResult[], args: Args): string {
     for (const [name, ms, base] of [
       ['snapshot', s.r.rounds.map((x) => x.snap), s.baseSnap],
       ['restore', s.r.rounds.map((x) => x.restore), s.baseRestore],
+      ['restore in place', [s.r.inPlace], s.baseRestore],
     ] as const) {
       const m = ms.reduce((a, b) => (b.workerPeakMb > a.workerPeakMb ? b : a));
       const b = best(ms);
@@ -592,19 +650,21 @@ function report(results: SizeResult[], args: Args): string {
     }
   }
   out.push(table(mem));
-  out.push('  worker RSS: VmRSS/VmHWM of the `caged dev` process, which holds the API, the worker, the Temporal SDK and');
-  out.push('  PGlite; VmHWM is reset just before each operation, so "growth" is what the operation added. Highest round shown.');
+  out.push(`  worker RSS: VmRSS/VmHWM of the \`caged dev\` process, which holds the API, the worker, the Temporal SDK${args.databaseUrl ? '' : ' and'}`);
+  out.push(`  ${args.databaseUrl ? '' : 'PGlite; '}VmHWM is reset just before each operation, so "growth" is what the operation added. Highest round shown.`);
   out.push(`  Idle after start-up: ${results.map((r) => `${fmt(r.idleRssMb)} MB`).join(' / ')} (start-up peak ${results.map((r) => `${fmt(r.startupPeakMb)} MB`).join(' / ')}).`);
   out.push('  CPU s (best round): user+sys; worker = the dev process (all threads); tar+zstd = its reaped children; baseline = the pipeline.');
   for (const s of sums) {
     const fmtSteps = (m: Measured) => m.steps.map((x) => `${x.step}@${fmt(x.at, 2)}`).join(' ');
-    out.push(`  ${s.r.gib} GiB steps as first polled (s): snapshot ${fmtSteps(s.snap)}; restore ${fmtSteps(s.restore)}`);
+    out.push(`  ${s.r.gib} GiB steps as first polled (s): snapshot ${fmtSteps(s.snap)}; restore ${fmtSteps(s.restore)}; in place ${fmtSteps(s.r.inPlace)}`);
+    out.push(`  ${s.r.gib} GiB busiest worker threads (CPU s): snapshot ${s.snap.threads}; restore ${s.restore.threads}; in place ${s.r.inPlace.threads}`);
   }
   out.push('');
   const verdicts: [string, boolean][] = [];
   for (const s of sums) {
     verdicts.push([`${s.r.gib} GiB snapshot throughput >= ${TARGET_RATIO}x baseline (${fmt(s.snapRatio, 2)}x)`, s.snapRatio >= TARGET_RATIO]);
     verdicts.push([`${s.r.gib} GiB restore throughput >= ${TARGET_RATIO}x baseline (${fmt(s.restoreRatio, 2)}x)`, s.restoreRatio >= TARGET_RATIO]);
+    verdicts.push([`${s.r.gib} GiB restore-in-place throughput >= ${TARGET_RATIO}x baseline (${fmt(s.inPlaceRatio, 2)}x)`, s.inPlaceRatio >= TARGET_RATIO]);
     verdicts.push([`${s.r.gib} GiB worker peak RSS < ${TARGET_RSS_MB} MB (${fmt(s.peakMb)} MB; the operations added at most ${fmt(s.growthMb)} MB)`, s.peakMb < TARGET_RSS_MB]);
   }
   if (sums.length > 1) {
@@ -624,15 +684,17 @@ function checkDisk(sizes: number[], rounds: number): void {
   fs.mkdirSync(BENCH_DIR, { recursive: true });
   const st = fs.statfsSync(BENCH_DIR);
   const free = st.bavail * st.bsize;
-  // Per size (one at a time): the tree, the previous root and the staging tree during a restore,
-  // two archives (each < the tree) and one baseline restore per round, plus 2 GiB of room.
-  const need = Math.max(...sizes) * (5 + rounds) * GiB + 2 * GiB;
+  // Nothing is deleted before the end (see runSize). Per size: the tree, the in-place restore's
+  // staging copy, one caged and one baseline restore per round, two archives (each < the tree);
+  // plus 2 GiB of room.
+  const need = sizes.reduce((sum, gib) => sum + gib * (4 + 2 * rounds), 0) * GiB + 2 * GiB;
   if (free < need) {
     throw new Error(
-      `not enough disk space in ${BENCH_DIR}: ${fmt(free / GiB)} GiB free, ${fmt(need / GiB)} GiB needed for ${Math.max(...sizes)} GiB ` +
+      `not enough disk space in ${BENCH_DIR}: ${fmt(free / GiB)} GiB free, ${fmt(need / GiB)} GiB needed for ${sizes.join(' + ')} GiB ` +
         `with ${rounds} round(s); use BENCH_SIZES=1, BENCH_ROUNDS=1 or free some space`,
     );
   }
+  log(`disk: ${fmt(free / GiB)} GiB free, this run needs up to ${fmt(need / GiB)} GiB`);
 }
 
 function checkTools(): void {
@@ -648,6 +710,8 @@ function checkTools(): void {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   checkTools();
+  // Leftovers of an interrupted --keep run; removed first so they count as free space.
+  cleanBenchDir();
   checkDisk(args.sizes, args.rounds);
   let current: Dev | undefined;
   let interrupted = false;
@@ -656,7 +720,7 @@ async function main(): Promise<void> {
     interrupted = true;
     log('interrupted; stopping caged dev and cleaning up');
     if (current) await stopDev(current).catch(() => {});
-    if (!args.keep) fs.rmSync(BENCH_DIR, { recursive: true, force: true });
+    if (!args.keep) cleanBenchDir();
     process.exit(130);
   };
   process.on('SIGINT', onSignal);
@@ -671,16 +735,26 @@ async function main(): Promise<void> {
         }),
       );
     }
+    process.stdout.write(report(results, args) + '\n');
   } finally {
     if (!args.keep) {
-      try {
-        fs.rmdirSync(BENCH_DIR);
-      } catch {
-        // not empty (something else in it) or already gone
-      }
+      log('removing .bench/');
+      cleanBenchDir();
     }
   }
-  process.stdout.write(report(results, args) + '\n');
+}
+
+/** Removes what earlier or this run left in .bench/ (and .bench/ itself when it ends up empty). */
+function cleanBenchDir(): void {
+  if (!fs.existsSync(BENCH_DIR)) return;
+  for (const name of fs.readdirSync(BENCH_DIR)) {
+    if (name.startsWith('size-')) fs.rmSync(path.join(BENCH_DIR, name), { recursive: true, force: true });
+  }
+  try {
+    fs.rmdirSync(BENCH_DIR);
+  } catch {
+    // something else is in it
+  }
 }
 
 main().catch((err) => {
