@@ -438,7 +438,9 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
       log(`${gib} GiB: baseline snapshot`);
       await warmTree();
       syncDisks();
-      return timeShell(`${packCmd} > /dev/null`);
+      const t = await timeShell(`${packCmd} > /dev/null`);
+      log(`${gib} GiB: baseline snapshot took ${fmt(t.seconds, 2)} s`);
+      return t;
     };
     let snapshotId = '';
     let cagedArchiveBytes = 0;
@@ -450,6 +452,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
         const out = await api<{ snapshot: { id: string }; operation: Operation }>(dev, 'POST', `/v1/sandboxes/${sandbox.id}/snapshots`, { name: `bench-${Date.now()}` });
         return out.operation;
       });
+      log(`${gib} GiB: caged snapshot took ${fmt(m.seconds, 2)} s`);
       snapshotId = String(m.op.result?.snapshot_id ?? '');
       cagedArchiveBytes = (await api<{ size_bytes: number }>(dev, 'GET', `/v1/snapshots/${snapshotId}`)).size_bytes;
       return m;
@@ -460,6 +463,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
       await warmFile(path.join(dataDir, 'blobs', 'snapshots', sandbox.id, `${snapshotId}.tar.zst`));
       syncDisks();
       const m = await measureOperation(dev, async () => (await api<{ operation: Operation }>(dev, 'POST', `/v1/snapshots/${snapshotId}/restore`, target ? { to: target } : {})).operation);
+      log(`${gib} GiB: caged restore took ${fmt(m.seconds, 2)} s`);
       const restored = treeStats(path.join(dataDir, 'sandboxes', target ?? sandbox.id, 'root'));
       if (restored.bytes !== tree.bytes || restored.files !== tree.files) {
         throw new Error(`restored tree differs: ${restored.files} files/${restored.bytes} bytes, expected ${tree.files}/${tree.bytes}`);
@@ -475,6 +479,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
       await warmFile(archive);
       syncDisks();
       const t = await timeShell(`zstd -d -q -c ${q(archive)} | tar -xf - -C ${q(empty)}`);
+      log(`${gib} GiB: baseline restore took ${fmt(t.seconds, 2)} s`);
       const check = treeStats(empty);
       if (check.bytes !== tree.bytes) throw new Error(`baseline restore wrote ${check.bytes} bytes, expected ${tree.bytes}`);
       return t;
