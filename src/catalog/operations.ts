@@ -51,7 +51,7 @@ export async function listOperations(
   if (f.sandboxId) q = q.where('sandbox_id', '=', f.sandboxId);
   if (f.status) q = q.where('status', '=', f.status);
   if (f.type) q = q.where('type', '=', f.type);
-  return q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(f.limit ?? 100).execute();
+  return q.orderBy('seq', 'desc').limit(f.limit ?? 100).execute();
 }
 
 /** Progress only moves a running operation; a finished one keeps its final record. */

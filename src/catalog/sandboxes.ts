@@ -52,8 +52,7 @@ export async function listSandboxes(db: CatalogDb, accountId: string): Promise<S
     .selectAll()
     .where('account_id', '=', accountId)
     .where('state', '!=', 'deleted')
-    .orderBy('created_at', 'desc')
-    .orderBy('id', 'desc')
+    .orderBy('seq', 'desc')
     .execute();
 }
 

@@ -18,6 +18,8 @@ export interface AccountsTable {
 }
 
 export interface SandboxesTable {
+  /** Insertion order, for stable newest-first lists. */
+  seq: Generated<string>;
   id: string;
   account_id: string;
   template: string;
@@ -32,6 +34,8 @@ export interface SandboxesTable {
 }
 
 export interface SnapshotsTable {
+  /** Insertion order, for stable newest-first lists. */
+  seq: Generated<string>;
   id: string;
   account_id: string;
   sandbox_id: string;
@@ -48,6 +52,8 @@ export interface SnapshotsTable {
 }
 
 export interface OperationsTable {
+  /** Insertion order, for stable newest-first lists. */
+  seq: Generated<string>;
   id: string;
   account_id: string;
   type: string;

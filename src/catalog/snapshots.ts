@@ -67,7 +67,7 @@ export async function reserveSnapshot(db: CatalogDb, r: Reservation, limits: Lim
       .select(['id', 'kind', 'state', 'created_at'])
       .where('sandbox_id', '=', r.sandboxId)
       .where('state', 'in', LIVE)
-      .orderBy('created_at', 'asc')
+      .orderBy('seq', 'asc')
       .execute();
     let replaces: string | undefined;
     if (live.length >= limits.maxSnapshotsPerSandbox) {
@@ -122,8 +122,7 @@ export async function listSandboxSnapshots(db: CatalogDb, sandboxId: string): Pr
     .selectAll()
     .where('sandbox_id', '=', sandboxId)
     .where('state', '!=', 'deleted')
-    .orderBy('created_at', 'desc')
-    .orderBy('id', 'desc')
+    .orderBy('seq', 'desc')
     .execute();
 }
 

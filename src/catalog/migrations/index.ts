@@ -1,7 +1,9 @@
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_initial.js';
+import * as m0002 from './0002_insertion_order.js';
 
 /** Ordered by name; Kysely's Migrator runs the ones a database has not seen yet. */
 export const migrations: Record<string, Migration> = {
   '0001_initial': m0001,
+  '0002_insertion_order': m0002,
 };
