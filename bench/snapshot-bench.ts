@@ -611,6 +611,7 @@ function report(results: SizeResult[], args: Args): string {
   out.push('');
   out.push(`caged snapshot bench: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${fmt(os.totalmem() / GiB)} GiB RAM, node ${process.version}, ${toolVersion('tar', ['--version'])}, ${toolVersion('zstd', ['--version'])}`);
   out.push(`  ${args.rounds} round(s) per size, alternating the order of caged and baseline; each cell is the best round (all rounds in brackets)`);
+  out.push(`  load average (1/5/15 min) at the start: ${loadAtStart}; at the end: ${loadAverage()} (other work on the machine skews the numbers)`);
   out.push(`  catalog: ${args.databaseUrl ? `PostgreSQL at ${new URL(args.databaseUrl).host} (a fresh database per size)` : 'PGlite inside the dev process (the `caged dev` default)'}`);
   for (const r of results) {
     out.push(
@@ -711,6 +712,9 @@ function checkTools(): void {
     if (spawnSync(cmd!, [arg!]).status !== 0) throw new Error(`${cmd} is required`);
   }
 }
+
+const loadAverage = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+const loadAtStart = loadAverage();
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
