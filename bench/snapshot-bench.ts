@@ -24,13 +24,13 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { generateDataset, type DatasetSummary } from './dataset.js';
 import { ChildRssSampler, procCpuSeconds, procStatusKb, resetPeakRss, threadCpuSeconds, topThreadDeltas } from './proc.js';
+import { freePort, freeTemporalPort } from '../src/runtime/child-process.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BENCH_DIR = path.join(ROOT, '.bench');
@@ -100,35 +100,6 @@ function syncDisks(): void {
   spawnSync('sync', { stdio: 'ignore' });
 }
 
-async function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-/** The Temporal dev server also takes port + 1000 for its UI. */
-async function freeTemporalPort(avoid: number): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const p = 20_000 + Math.floor(Math.random() * 30_000);
-    if (p === avoid || p + 1000 === avoid) continue;
-    if ((await portFree(p)) && (await portFree(p + 1000))) return p;
-  }
-  throw new Error('no free port pair for the Temporal dev server');
-}
-
 /** Bytes of regular files (and symlink targets' lengths) under dir, and how many entries. */
 function treeStats(dir: string): { bytes: number; files: number } {
   let bytes = 0;
@@ -193,7 +164,7 @@ async function startDev(dataDir: string, databaseUrl?: string): Promise<Dev> {
 
 async function startDevOnce(dataDir: string, databaseUrl?: string): Promise<Dev> {
   const port = await freePort();
-  const temporalPort = await freeTemporalPort(port);
+  const temporalPort = await freeTemporalPort();
   const env: NodeJS.ProcessEnv = {};
   // Only what a developer's shell would have: no stray CAGED_/TEMPORAL_/S3_ settings from outside.
   for (const [k, v] of Object.entries(process.env)) {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { apiClient } from './support/http.js';
-import { freePort } from '../src/runtime/child-process.js';
+import { freePort, freeTemporalPort, portIsFree } from '../src/runtime/child-process.js';
 import { PROJECT_ROOT } from '../src/runtime/tools.js';
 import { LocalSandboxRuntime } from '../src/sandbox/local-runtime.js';
 
@@ -55,23 +55,6 @@ function childrenOf(pid: number): { pid: number; cmdline: string }[] {
   return out;
 }
 
-async function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
-  });
-}
-
-/** A gRPC port for the Temporal dev server whose UI port (+1000) is free as well. */
-async function temporalPorts(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const p = await freePort();
-    if (p < 64_000 && (await portIsFree(p + 1000))) return p;
-  }
-  throw new Error('no free pair of ports for Temporal');
-}
-
 function cleanEnv(): NodeJS.ProcessEnv {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(CAGED_|TEMPORAL_|DATABASE_URL$|S3_)/.test(k)));
 }
@@ -112,7 +95,7 @@ function temporalServersOn(port: number): number[] {
 
 async function startDev(): Promise<DevRun> {
   const port = await freePort();
-  const temporalPort = await temporalPorts();
+  const temporalPort = await freeTemporalPort();
   const { run, stdout: out } = spawnDev(dataDir, port, temporalPort);
   const { child, output } = run;
   let stdout = out();
@@ -255,7 +238,7 @@ describe('npm start (caged dev)', () => {
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
     try {
       const port = (blocker.address() as net.AddressInfo).port;
-      const temporalPort = await temporalPorts();
+      const temporalPort = await freeTemporalPort();
       const { run, stderr } = spawnDev(dir, port, temporalPort);
       const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), START_TIMEOUT_MS).unref());
       const result = await Promise.race([run.exited, timeout]);

@@ -3,8 +3,7 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inject } from 'vitest';
-import { ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
+import { openUploadKeys } from './support/s3.js';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree, gnuExtract, populateTree } from './support/tree.js';
@@ -43,7 +42,6 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
   const gates = new Map<string, { entered: boolean; release: Promise<void> }>();
   let stack: TestStack;
   let api: ReturnType<typeof apiClient>;
-  let s3: S3Client | undefined;
 
   beforeAll(async () => {
     stack = await startStack({
@@ -60,17 +58,8 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
     });
     const acct = await stack.newAccount(`transfer-${storeKind}`);
     api = apiClient(stack.apiUrl!, acct.apiKey);
-    if (storeKind === 's3') {
-      s3 = new S3Client({
-        endpoint: inject('s3Endpoint'),
-        region: 'us-east-1',
-        forcePathStyle: true,
-        credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-      });
-    }
   });
   afterAll(async () => {
-    s3?.destroy();
     await stack?.close();
   });
 
@@ -238,9 +227,7 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
         const dir = path.join(stack.dir, 'blobs', 'imports');
         if (fs.existsSync(dir)) keys.push(...fs.readdirSync(dir, { recursive: true }).map((n) => `raw:${String(n)}`));
       } else {
-        const prefix = `${stack.config.temporal.taskQueue}/`;
-        const res = await s3!.send(new ListMultipartUploadsCommand({ Bucket: inject('s3Bucket'), Prefix: prefix }));
-        keys.push(...(res.Uploads ?? []).map((u) => `multipart:${u.Key}`));
+        keys.push(...(await openUploadKeys(stack)).map((k) => `multipart:${k}`));
       }
       return keys;
     }

@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
+import { openUploads } from './support/s3.js';
 import { apiClient } from './support/http.js';
 import { getSnapshot, listSandboxSnapshots } from '../src/catalog/snapshots.js';
 
@@ -13,20 +13,6 @@ const COUNTER = ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter;
 
 type Api = ReturnType<typeof apiClient>;
 
-/** Multipart uploads open in S3 for a key of the stack, read straight from the server. */
-async function openUploads(stack: TestStack, key: string): Promise<number> {
-  const s3 = new S3Client({
-    endpoint: inject('s3Endpoint'), region: 'us-east-1', forcePathStyle: true,
-    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-  });
-  try {
-    const full = `${stack.config.temporal.taskQueue}/${key}`;
-    const page = await s3.send(new ListMultipartUploadsCommand({ Bucket: inject('s3Bucket'), Prefix: full }));
-    return (page.Uploads ?? []).filter((u) => u.Key === full).length;
-  } finally {
-    s3.destroy();
-  }
-}
 
 async function counterMoves(stack: TestStack, id: string): Promise<boolean> {
   const file = path.join(stack.runtime.rootDir(id), 'counter');

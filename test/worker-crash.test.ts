@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
+import { openUploads } from './support/s3.js';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { gnuExtract, sha256File } from './support/tree.js';
@@ -79,20 +79,6 @@ async function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<void> 
   await exited;
 }
 
-/** Multipart uploads open in S3 for a key of the stack, read straight from the server. */
-async function openUploads(key: string): Promise<number> {
-  const s3 = new S3Client({
-    endpoint: inject('s3Endpoint'), region: 'us-east-1', forcePathStyle: true,
-    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-  });
-  try {
-    const full = `${stack.config.temporal.taskQueue}/${key}`;
-    const page = await s3.send(new ListMultipartUploadsCommand({ Bucket: inject('s3Bucket'), Prefix: full }));
-    return (page.Uploads ?? []).filter((u) => u.Key === full).length;
-  } finally {
-    s3.destroy();
-  }
-}
 
 async function counterMoves(id: string): Promise<boolean> {
   const file = path.join(stack.runtime.rootDir(id), 'counter');
@@ -124,7 +110,7 @@ describe('a worker killed mid-snapshot', () => {
     for (;;) {
       const r = await api.call('GET', `/v1/operations/${opId}`);
       expect(r.body.status).toBe('running');
-      if (r.body.progress.step === 'uploading' && r.body.progress.bytes_done > 6 * MiB && (await openUploads(key)) === 1) break;
+      if (r.body.progress.step === 'uploading' && r.body.progress.bytes_done > 6 * MiB && (await openUploads(stack, key)) === 1) break;
       if (Date.now() > deadline) throw new Error(`the upload did not get going: ${JSON.stringify(r.body)}`);
       await sleep(100);
     }
@@ -132,7 +118,7 @@ describe('a worker killed mid-snapshot', () => {
     expect(first.signalCode).toBe('SIGKILL');
     // The dead worker left the sandbox stopped and its upload open.
     expect(await stack.runtime.processState(id)).toBe('stopped');
-    expect(await openUploads(key)).toBe(1);
+    expect(await openUploads(stack, key)).toBe(1);
     expect((await api.call('GET', `/v1/operations/${opId}`)).body.status).toBe('running');
 
     await startWorkerProcess('second');
@@ -158,7 +144,7 @@ describe('a worker killed mid-snapshot', () => {
     expect(sha256File(path.join(out, 'random.bin'))).toBe(sha256File(path.join(root, 'random.bin')));
 
     // Nothing orphaned: no open multipart upload, and the only object of the sandbox is this one.
-    expect(await openUploads(key)).toBe(0);
+    expect(await openUploads(stack, key)).toBe(0);
     expect(await stack.store.abortIncomplete(key)).toBe(0);
     const objects: string[] = [];
     for await (const o of stack.store.list('snapshots/')) if (o.key.startsWith(`snapshots/${id}/`)) objects.push(o.key);

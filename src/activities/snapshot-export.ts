@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { transcodeToGzip } from '../archive/snapshot-format.js';
 import { progressReporter } from './progress.js';
+import { createMeter } from './stream-meter.js';
 import { CagedError } from '../shared/errors.js';
 import { signDownload } from '../shared/signed-url.js';
 
@@ -32,34 +32,17 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
   const signal = Context.current().cancellationSignal;
   await store.abortIncomplete(key);
   const progress = progressReporter(db, input.operationId, 'exporting');
-  const inHash = createHash('sha256');
-  const outHash = createHash('sha256');
-  let size = 0;
   const hook = deps.faultHook;
-  const tap = (h: ReturnType<typeof createHash>, count: boolean) =>
-    new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        h.update(chunk);
-        if (count) {
-          size += chunk.length;
-          return cb(null, chunk);
-        }
-        progress.add(chunk.length);
-        if (!hook) return cb(null, chunk);
-        Promise.resolve()
-          .then(() => hook('export:progress', { snapshotId: input.snapshotId, bytes: progress.bytes }))
-          .then(() => cb(null, chunk), cb);
-      },
-    });
+  const read = createMeter({ progress, hook: hook && ((bytes) => hook('export:progress', { snapshotId: input.snapshotId, bytes })) });
+  const written = createMeter();
   const gz = transcodeToGzip(signal);
   const source = await store.get(input.objectKey, { signal });
-  const outTap = tap(outHash, true);
-  gz.output.on('error', (e) => outTap.destroy(e));
-  gz.output.pipe(outTap);
+  gz.output.on('error', (e) => written.stream.destroy(e));
+  gz.output.pipe(written.stream);
   try {
     await Promise.all([
-      pipeline(source, tap(inHash, false), gz.input, { signal }),
-      store.put(key, outTap, { signal, contentType: 'application/gzip' }),
+      pipeline(source, read.stream, gz.input, { signal }),
+      store.put(key, written.stream, { signal, contentType: 'application/gzip' }),
       gz.done,
     ]);
   } catch (err) {
@@ -67,14 +50,14 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
     await store.delete(key).catch(() => {});
     throw err;
   }
-  if (inHash.digest('hex') !== input.sha256) {
+  if (read.digest() !== input.sha256) {
     await store.delete(key);
     throw new CagedError('checksum_mismatch', `snapshot ${input.snapshotId} is corrupt: its sha256 does not match the catalog`);
   }
-  const sha256 = outHash.digest('hex');
+  const sha256 = written.digest();
   await putSmall(deps, sumKey, sha256);
   await progress.flush();
-  return { key, sha256, sizeBytes: size, reused: false };
+  return { key, sha256, sizeBytes: written.bytes, reused: false };
 }
 
 /** A URL to download `key`: presigned by S3 itself, or HMAC-signed for the API to serve. */

@@ -1,11 +1,9 @@
-import { createHash } from 'node:crypto';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { transcodeFromGzip } from '../archive/snapshot-format.js';
 import { progressReporter } from './progress.js';
-import { CagedError } from '../shared/errors.js';
+import { createMeter, snapshotSizeCheck } from './stream-meter.js';
 
 export interface ConvertImportInput {
   operationId: string;
@@ -23,30 +21,18 @@ export async function convertImport(deps: ActivityDeps, input: ConvertImportInpu
   const signal = Context.current().cancellationSignal;
   await store.abortIncomplete(input.objectKey);
   const progress = progressReporter(db, input.operationId, 'converting');
-  const hash = createHash('sha256');
-  let size = 0;
-  const meter = new Transform({
-    transform(chunk: Buffer, _e, cb) {
-      size += chunk.length;
-      hash.update(chunk);
-      progress.add(chunk.length);
-      if (size > limits.maxSnapshotBytes) {
-        return cb(new CagedError('limit_exceeded', `limit snapshot_bytes exceeded: the snapshot passed ${limits.maxSnapshotBytes} bytes`, { limit: 'snapshot_bytes' }));
-      }
-      cb(null, chunk);
-    },
-  });
+  const meter = createMeter({ progress, check: snapshotSizeCheck(limits) });
   const tx = transcodeFromGzip(signal);
-  tx.output.on('error', (e) => meter.destroy(e));
-  tx.output.pipe(meter);
+  tx.output.on('error', (e) => meter.stream.destroy(e));
+  tx.output.pipe(meter.stream);
   try {
     const source = await store.get(input.stagingKey, { signal });
-    await Promise.all([pipeline(source, tx.input, { signal }), store.put(input.objectKey, meter, { signal }), tx.done]);
+    await Promise.all([pipeline(source, tx.input, { signal }), store.put(input.objectKey, meter.stream, { signal }), tx.done]);
   } catch (err) {
     tx.kill();
     await store.delete(input.objectKey).catch(() => {});
     throw err;
   }
   await progress.flush();
-  return { sizeBytes: size, sha256: hash.digest('hex') };
+  return { sizeBytes: meter.bytes, sha256: meter.digest() };
 }

@@ -63,3 +63,10 @@ export async function setSandboxState(db: CatalogDb, id: string, state: SandboxS
 export async function touchSandbox(db: CatalogDb, id: string): Promise<void> {
   await db.updateTable('sandboxes').set({ last_active_at: sql`now()` }).where('id', '=', id).execute();
 }
+
+/** The sandbox a snapshot was taken of, deleted or not: operations on the snapshot run on its workflow and host. */
+export async function getSnapshotSandbox(db: CatalogDb, snap: { id: string; sandbox_id: string }): Promise<SandboxRow> {
+  const row = await getSandbox(db, snap.sandbox_id);
+  if (!row) throw new CagedError('not_found', `the sandbox of snapshot ${snap.id} is gone`);
+  return row;
+}

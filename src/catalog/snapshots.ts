@@ -184,8 +184,7 @@ export async function claimSnapshotForRead(db: CatalogDb, id: string): Promise<S
   return db.transaction().execute(async (tx) => {
     const snap = await tx.selectFrom('snapshots').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
     if (!snap || snap.state === 'deleted') throw new CagedError('not_found', `snapshot ${id} not found`);
-    if (snap.state !== 'ready') throw new CagedError('invalid_state', `snapshot ${id} is ${snap.state}, not ready`);
-    return snap;
+    return assertReady(snap);
   });
 }
 
@@ -221,4 +220,10 @@ export async function activeReader(db: CatalogDb, snapshotId: string): Promise<{
     .where('status', '=', 'running')
     .where('type', 'in', ['restore', 'fork', 'export'])
     .executeTakeFirst();
+}
+
+/** Restore, fork and export read only snapshots that are ready. */
+export function assertReady(snap: SnapshotRow): SnapshotRow {
+  if (snap.state !== 'ready') throw new CagedError('invalid_state', `snapshot ${snap.id} is ${snap.state}, not ready`);
+  return snap;
 }

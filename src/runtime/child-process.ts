@@ -39,3 +39,20 @@ export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<vo
 }
 
 export { spawn };
+
+export async function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A gRPC port for a Temporal dev server whose UI port (port + 1000) is free as well. */
+export async function freeTemporalPort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const p = await freePort();
+    if (p < 64_000 && (await portIsFree(p + 1000))) return p;
+  }
+  throw new Error('no free pair of ports for the Temporal dev server');
+}

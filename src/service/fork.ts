@@ -1,22 +1,18 @@
 import type { AppContext } from './context.js';
-import { getAccountSnapshot } from '../catalog/snapshots.js';
-import { getSandbox, insertSandbox, setSandboxState } from '../catalog/sandboxes.js';
-import { snapshotDto } from '../catalog/snapshots.js';
+import { getSnapshotSandbox, insertSandbox, setSandboxState } from '../catalog/sandboxes.js';
+import { assertReady, getAccountSnapshot, snapshotDto } from '../catalog/snapshots.js';
 import { operationDto } from '../catalog/operations.js';
 import { sandboxDto } from '../api/dto.js';
 import { submitOperation } from './operations.js';
 import { newSandboxId } from '../shared/ids.js';
-import { CagedError } from '../shared/errors.js';
 
 /**
  * A new sandbox from a snapshot: same template and resources as the snapshot's source sandbox,
  * the snapshot's files, and no session history. The fork runs on the new sandbox's workflow.
  */
 export async function forkSandbox(ctx: AppContext, accountId: string, snapshotId: string, idleTimeoutSeconds?: number) {
-  const snap = await getAccountSnapshot(ctx.db, accountId, snapshotId);
-  if (snap.state !== 'ready') throw new CagedError('invalid_state', `snapshot ${snapshotId} is ${snap.state}, not ready`);
-  const source = await getSandbox(ctx.db, snap.sandbox_id);
-  if (!source) throw new CagedError('not_found', `the source sandbox of ${snapshotId} is gone`);
+  const snap = assertReady(await getAccountSnapshot(ctx.db, accountId, snapshotId));
+  const source = await getSnapshotSandbox(ctx.db, snap);
   const sandbox = await insertSandbox(ctx.db, {
     id: newSandboxId(),
     accountId,

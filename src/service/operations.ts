@@ -2,6 +2,7 @@ import { WorkflowIdConflictPolicy } from '@temporalio/client';
 import type { AppContext } from './context.js';
 import type { OperationRow, SandboxRow } from '../catalog/schema.js';
 import { insertOperation } from '../catalog/operations.js';
+import { touchSandbox } from '../catalog/sandboxes.js';
 import {
   cancelOperationSignal,
   hostTaskQueue,
@@ -85,8 +86,12 @@ export async function cancelOperation(ctx: AppContext, sandboxId: string, operat
 
 const lastTouch = new Map<string, number>();
 
-/** Activity restarts the idle clock; signals are rate-limited so busy sandboxes don't flood history. */
-export async function touchSandboxClock(ctx: AppContext, sandbox: SandboxRow): Promise<void> {
+/**
+ * Files and exec count as activity: the catalog's last_active_at moves, and the sandbox's workflow
+ * restarts its idle clock. Signals are rate-limited so busy sandboxes don't flood its history.
+ */
+export async function recordActivity(ctx: AppContext, sandbox: SandboxRow): Promise<void> {
+  await touchSandbox(ctx.db, sandbox.id);
   if (sandbox.idle_timeout_s === 0 || sandbox.state === 'deleted') return;
   const now = Date.now();
   const every = Math.min(10_000, (sandbox.idle_timeout_s * 1000) / 4);

@@ -12,8 +12,6 @@ export interface PauseResult {
   snapshot_skipped?: { code: string; reason: string };
 }
 
-const MAX_NAME_ATTEMPTS = 60;
-
 const stamp = (ms: number) => new Date(ms).toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '');
 
 /**
@@ -36,32 +34,29 @@ export async function pauseWorkflow(input: PauseInput): Promise<PauseResult> {
 
     const snapshotId = `snap-${uuid4().replace(/-/g, '').slice(0, 8)}`;
     const startedAt = workflowInfo().startTime.getTime();
-    // A pause, resume and pause within one second would reuse the timestamped name of a live
-    // snapshot: the name moves on to the next free second instead of failing the pause.
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const snap = await takeSnapshot(
-          {
-            operationId: input.operationId,
-            accountId: input.accountId,
-            sandboxId: input.sandboxId,
-            snapshotId,
-            name: `auto-pause-${stamp(startedAt + attempt * 1000)}`,
-            kind: 'auto',
-            hostQueue: input.hostQueue,
-            resumeAfter: false,
-          },
-          saga,
-        );
-        return { snapshot_id: snap.snapshot_id, ...(snap.replaced ? { replaced: snap.replaced } : {}) };
-      } catch (err) {
-        const why = describeFailure(err);
-        if (why.code === 'name_taken' && attempt < MAX_NAME_ATTEMPTS) continue;
-        // At the snapshot limit with nothing replaceable, the pause still happens and says why.
-        if (why.code !== 'limit_exceeded') throw err;
-        await catalog.markSnapshotFailed(snapshotId, why.code, why.message);
-        return { snapshot_skipped: { code: why.code, reason: why.message } };
-      }
+    try {
+      const snap = await takeSnapshot(
+        {
+          operationId: input.operationId,
+          accountId: input.accountId,
+          sandboxId: input.sandboxId,
+          snapshotId,
+          // A pause, resume and pause within one second would reuse the timestamped name of a
+          // live snapshot: the name moves on to the next free second instead.
+          name: (attempt) => `auto-pause-${stamp(startedAt + attempt * 1000)}`,
+          kind: 'auto',
+          hostQueue: input.hostQueue,
+          resumeAfter: false,
+        },
+        saga,
+      );
+      return { snapshot_id: snap.snapshot_id, ...(snap.replaced ? { replaced: snap.replaced } : {}) };
+    } catch (err) {
+      const why = describeFailure(err);
+      // At the snapshot limit with nothing replaceable, the pause still happens and says why.
+      if (why.code !== 'limit_exceeded') throw err;
+      await catalog.markSnapshotFailed(snapshotId, why.code, why.message);
+      return { snapshot_skipped: { code: why.code, reason: why.message } };
     }
   });
 }

@@ -7,7 +7,6 @@ import {
   executeChild,
   isCancellation,
   allHandlersFinished,
-  patched,
   setHandler,
   uuid4,
   workflowInfo,
@@ -54,7 +53,6 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
   let paused = input.paused;
   let lastActiveAt = input.lastActiveAt ?? Date.now();
   let current: { id: string; scope: CancellationScope } | undefined;
-  const cancelledQueued: OperationRequest[] = [];
 
   setHandler(submitOperationSignal, (req) => {
     const id = req.input.operationId;
@@ -69,10 +67,8 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
     const i = queue.findIndex((q) => q.input.operationId === operationId);
     if (i < 0) return;
     const [req] = queue.splice(i, 1);
-    // Recorded at once, not when the operation running ahead of it ends (histories from before
-    // this change recorded it from the loop).
-    if (patched(RELEASE_QUEUED_OPERATIONS)) await abandon(req!, 'cancelled', CANCELLED_BEFORE_START);
-    else cancelledQueued.push(req!);
+    // Recorded at once, not when the operation running ahead of it ends.
+    await abandon(req!, 'cancelled', CANCELLED_BEFORE_START);
   });
   setHandler(touchSignal, ({ at }) => {
     if (at > lastActiveAt) lastActiveAt = at;
@@ -81,20 +77,16 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
 
   for (;;) {
     const idleMs = input.idleTimeoutSeconds * 1000;
-    if (input.deleted && queue.length === 0 && cancelledQueued.length === 0) {
+    if (input.deleted && queue.length === 0) {
       await condition(allHandlersFinished);
       return;
     }
     const idleClock = !paused && !input.deleted && idleMs > 0;
     const wait = idleClock ? Math.max(1, lastActiveAt + idleMs - Date.now()) : undefined;
     const woke = await condition(
-      () => queue.length > 0 || cancelledQueued.length > 0 || workflowInfo().continueAsNewSuggested,
+      () => queue.length > 0 || workflowInfo().continueAsNewSuggested,
       wait as number,
     );
-
-    while (cancelledQueued.length) {
-      await abandon(cancelledQueued.shift()!, 'cancelled', CANCELLED_BEFORE_START);
-    }
 
     if (!woke && idleClock && Date.now() >= lastActiveAt + idleMs) {
       queue.push(await idlePause(input));
@@ -118,8 +110,8 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
       continue;
     }
 
-    // Cancellations that arrived while this turn awaited are recorded first, or they would be lost.
-    if (workflowInfo().continueAsNewSuggested && queue.length === 0 && cancelledQueued.length === 0) {
+    if (workflowInfo().continueAsNewSuggested && queue.length === 0) {
+      // A cancellation still being recorded would be lost.
       await condition(allHandlersFinished);
       await continueAsNew<typeof sandboxWorkflow>({ ...input, paused, queue, lastActiveAt });
     }
@@ -142,14 +134,11 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
  * upload), which would otherwise stay pending, keep its name taken and count against the limits.
  */
 async function abandon(req: OperationRequest, status: 'cancelled' | 'failed', error: { code: string; message: string }): Promise<void> {
-  if (patched(RELEASE_QUEUED_OPERATIONS)) {
-    if (req.type === 'create_snapshot' || req.type === 'import') await catalog.markSnapshotFailed(req.input.snapshotId, error.code, error.message);
-    if (req.type === 'import') await catalog.deleteObject(req.input.stagingKey);
-  }
+  if (req.type === 'create_snapshot' || req.type === 'import') await catalog.markSnapshotFailed(req.input.snapshotId, error.code, error.message);
+  if (req.type === 'import') await catalog.deleteObject(req.input.stagingKey);
   await catalog.finishOperation(req.input.operationId, { status, error });
 }
 
-const RELEASE_QUEUED_OPERATIONS = 'release-queued-operations';
 const CANCELLED_BEFORE_START = { code: 'cancelled', message: 'cancelled before it started' };
 
 async function runChild(

@@ -1,6 +1,7 @@
 import { CancellationScope } from '@temporalio/workflow';
 import { catalog, hostActivities } from './activities.js';
 import type { Saga } from './saga.js';
+import { failureCode } from './failure.js';
 import type { SnapshotResult } from '../shared/definitions.js';
 
 export const snapshotObjectKey = (sandboxId: string, snapshotId: string) => `snapshots/${sandboxId}/${snapshotId}.tar.zst`;
@@ -10,7 +11,8 @@ export interface TakeSnapshotArgs {
   accountId: string;
   sandboxId: string;
   snapshotId: string;
-  name: string;
+  /** A fixed name, or (for automatic snapshots) candidates tried in turn until one is free. */
+  name: string | ((attempt: number) => string);
   kind: 'manual' | 'auto';
   hostQueue: string;
   /** false when the caller has stopped the sandbox and wants it to stay stopped (pause). */
@@ -26,14 +28,7 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
   await catalog.reportStep(a.operationId, 'reserving');
   const objectKey = snapshotObjectKey(a.sandboxId, a.snapshotId);
   saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(a.snapshotId, why.code, why.message));
-  const { replaces } = await catalog.reserveSnapshot({
-    snapshotId: a.snapshotId,
-    accountId: a.accountId,
-    sandboxId: a.sandboxId,
-    name: a.name,
-    kind: a.kind,
-    objectKey,
-  });
+  const { replaces } = await reserve(a, objectKey);
 
   await catalog.reportStep(a.operationId, 'quiescing');
   // Operations on a sandbox are serialised, so its catalog state cannot change under us.
@@ -59,6 +54,19 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
   await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256);
   if (replaces) await deleteSnapshotData(replaces, a.operationId);
   return { snapshot_id: a.snapshotId, size_bytes: sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
+}
+
+const MAX_NAME_ATTEMPTS = 60;
+
+async function reserve(a: TakeSnapshotArgs, objectKey: string) {
+  for (let attempt = 0; ; attempt++) {
+    const name = typeof a.name === 'string' ? a.name : a.name(attempt);
+    try {
+      return await catalog.reserveSnapshot({ snapshotId: a.snapshotId, accountId: a.accountId, sandboxId: a.sandboxId, name, kind: a.kind, objectKey });
+    } catch (err) {
+      if (typeof a.name === 'string' || attempt >= MAX_NAME_ATTEMPTS || failureCode(err) !== 'name_taken') throw err;
+    }
+  }
 }
 
 /** deleting → object gone → deleted; every step is idempotent. */

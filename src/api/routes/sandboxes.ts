@@ -5,9 +5,9 @@ import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
 import { idempotent } from '../idempotency.js';
 import { sandboxDto } from '../dto.js';
-import { getAccountSandbox, insertSandbox, listSandboxes, setSandboxState, touchSandbox } from '../../catalog/sandboxes.js';
+import { getAccountSandbox, insertSandbox, listSandboxes, setSandboxState } from '../../catalog/sandboxes.js';
 import { listSessions, recordExecEnd, recordExecStart } from '../../catalog/sessions.js';
-import { ensureSandboxWorkflow, submitOperation, touchSandboxClock } from '../../service/operations.js';
+import { ensureSandboxWorkflow, recordActivity, submitOperation } from '../../service/operations.js';
 import { forkSandbox } from '../../service/fork.js';
 import { waitForOperation } from '../../service/wait.js';
 import { newSandboxId, SANDBOX_ID_RE } from '../../shared/ids.js';
@@ -118,12 +118,12 @@ export function sandboxRoutes(app: FastifyInstance, ctx: AppContext) {
     if (!ctx.config.execEnabled) throw new CagedError('exec_disabled', 'exec is disabled on this server (CAGED_EXEC_ENABLED)');
     const body = execBody.parse(req.body);
     if (sandbox.state !== 'running') throw new CagedError('invalid_state', `sandbox ${id} is ${sandbox.state}; resume it first`);
-    await touchSandbox(ctx.db, id);
-    await touchSandboxClock(ctx, sandbox);
+    await recordActivity(ctx, sandbox);
     const sessionId = await recordExecStart(ctx.db, id, body.command, body.background ?? false);
     const out = await ctx.runtime.exec(id, body.command, { background: body.background ?? false, timeoutMs: (body.timeout_s ?? 300) * 1000 });
     await recordExecEnd(ctx.db, sessionId, 'pid' in out ? { pid: out.pid } : { exitCode: out.exit_code });
-    await touchSandbox(ctx.db, id);
+    // A long command is activity until it ends.
+    await recordActivity(ctx, sandbox);
     return out;
   });
 

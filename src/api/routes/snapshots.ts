@@ -5,7 +5,7 @@ import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
 import { idempotent } from '../idempotency.js';
 import { sandboxIdParam } from './sandboxes.js';
-import { getAccountSandbox, getSandbox } from '../../catalog/sandboxes.js';
+import { getAccountSandbox, getSnapshotSandbox } from '../../catalog/sandboxes.js';
 import { activeReader, getAccountSnapshot, listSandboxSnapshots, reserveSnapshot, snapshotDto } from '../../catalog/snapshots.js';
 import { submitOperation } from '../../service/operations.js';
 import { snapshotObjectKey } from '../../workflows/snapshot-steps.js';
@@ -54,16 +54,9 @@ export function snapshotRoutes(app: FastifyInstance, ctx: AppContext) {
       if (snap.state === 'pending') throw new CagedError('invalid_state', `snapshot ${id} is still being created`);
       const reader = await activeReader(ctx.db, id);
       if (reader) throw new CagedError('snapshot_in_use', `snapshot ${id} is being read by ${reader.type} operation ${reader.id}; delete it when that finishes`);
-      const sandbox = await getSandboxForSnapshot(ctx, snap.sandbox_id);
+      const sandbox = await getSnapshotSandbox(ctx.db, snap);
       const operation = await submitOperation(ctx, sandbox, 'delete_snapshot', { sandboxId: snap.sandbox_id, snapshotId: id }, { snapshotId: id });
       return { status: 202, body: { operation: operationDto(operation) } };
     }),
   );
-}
-
-/** A snapshot outlives its sandbox; operations on it still run on the sandbox's workflow and host. */
-async function getSandboxForSnapshot(ctx: AppContext, sandboxId: string) {
-  const s = await getSandbox(ctx.db, sandboxId);
-  if (!s) throw new CagedError('not_found', `sandbox ${sandboxId} not found`);
-  return s;
 }

@@ -1,0 +1,89 @@
+import { createHash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import type { Limits } from '../config.js';
+import { CagedError } from '../shared/errors.js';
+
+export interface MeterOptions {
+  progress?: { add(n: number): void };
+  /** Runs on every chunk with the bytes so far; an error it returns stops the stream. */
+  check?: (bytes: number) => Error | undefined;
+  /** Runs before a chunk is passed on (tests arm it to fail or slow a step). */
+  hook?: (bytes: number) => void | Promise<void>;
+  /** Pass chunks on in pieces of at least this size: fewer, larger writes downstream. */
+  batchBytes?: number;
+}
+
+/**
+ * The pass-through every data mover puts in its pipeline: it hashes and counts what flows, reports
+ * progress, enforces limits per chunk and remembers the first failure (what follows it, such as a
+ * broken pipe or an aborted upload, is noise).
+ */
+export function createMeter(o: MeterOptions = {}) {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let firstError: Error | undefined;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const takePending = () => {
+    const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    return out;
+  };
+  const forward = (chunk: Buffer, cb: TransformCallback) => {
+    if (!o.batchBytes) return cb(null, chunk);
+    pending.push(chunk);
+    pendingBytes += chunk.length;
+    if (pendingBytes < o.batchBytes) cb();
+    else cb(null, takePending());
+  };
+  const stream = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      hash.update(chunk);
+      o.progress?.add(chunk.length);
+      const err = o.check?.(bytes);
+      if (err) return cb(err);
+      if (!o.hook) return forward(chunk, cb);
+      const at = bytes;
+      const hook = o.hook;
+      Promise.resolve()
+        .then(() => hook(at))
+        .then(() => forward(chunk, cb), cb);
+    },
+    flush(cb) {
+      if (pendingBytes > 0) cb(null, takePending());
+      else cb();
+    },
+  });
+  stream.once('error', (err) => (firstError ??= err));
+  return {
+    stream,
+    get bytes() {
+      return bytes;
+    },
+    get error() {
+      return firstError;
+    },
+    digest: () => hash.digest('hex'),
+  };
+}
+
+/** The size limits a snapshot must stay within while it is written; `usedByOthers` is the account's other bytes. */
+export function snapshotSizeCheck(limits: Limits, usedByOthers?: number) {
+  return (bytes: number): CagedError | undefined => {
+    if (bytes > limits.maxSnapshotBytes) {
+      return new CagedError('limit_exceeded', `limit snapshot_bytes exceeded: the snapshot passed ${limits.maxSnapshotBytes} bytes`, {
+        limit: 'snapshot_bytes',
+        max: limits.maxSnapshotBytes,
+      });
+    }
+    if (usedByOthers !== undefined && usedByOthers + bytes > limits.maxAccountBytes) {
+      return new CagedError('limit_exceeded', `limit account_bytes exceeded: the account would store more than ${limits.maxAccountBytes} bytes`, {
+        limit: 'account_bytes',
+        max: limits.maxAccountBytes,
+      });
+    }
+    return undefined;
+  };
+}
