@@ -1,12 +1,15 @@
 /**
- * Snapshot/restore throughput and worker memory of `caged dev`, next to plain tar | zstd.
+ * Snapshot/restore throughput and worker memory of caged, next to plain tar | zstd.
  *
  *   npm run bench                       # 1 GiB and 4 GiB, 2 rounds each
  *   BENCH_SIZES=1 npm run bench         # 1 GiB only (BENCH_ROUNDS=1 for a single round)
  *   npm run bench -- --size 2 --rounds 3 --keep
+ *   npm run bench -- --dev              # measure `caged dev` (PGlite, all in one process)
  *
- * For each size, a fresh `caged dev` (own data dir under .bench/, free ports, so VmHWM starts from
- * scratch) gets one sandbox whose root is filled with a deterministic mixed data set. On that tree:
+ * For each size, fresh caged processes (bench/stack.ts: by default a Temporal dev server,
+ * `caged api` and `caged worker` on a fresh PostgreSQL database; own data dir under .bench/, free
+ * ports, so VmHWM starts from scratch) get one sandbox whose root is filled with a deterministic
+ * mixed data set. On that tree:
  *   warm-up: tar | zstd -1 -T0 into an archive file (untimed; fills the page cache, and the
  *     archive is the restore baseline's input)
  *   then each round times, in this order (even rounds in the reverse order, so neither side always
@@ -16,21 +19,19 @@
  *     caged restore      POST /v1/snapshots/{id}/restore, polled the same way
  *     baseline restore   `zstd -d -c ARCHIVE | tar -xf - -C EMPTYDIR`
  *   and, for reference, the baseline writing its archive to a file and syncing it.
- * Throughput is tree bytes / seconds; each side's best round counts. The dev process hosts the API
- * and the worker; its VmHWM is reset before each caged operation and read after it (an upper bound
- * on the worker's peak RSS). `sync` runs before every timed step so no step pays for an earlier
- * step's writeback. It is a report: it exits 0 whether the targets are met or not, and non-zero
- * only on errors. BENCH_DEV_NODE_ARGS passes node flags to the dev process (e.g. --cpu-prof).
+ * Throughput is tree bytes / seconds; each side's best round counts. The worker's VmHWM is reset
+ * before each caged operation and read after it. `sync` runs before every timed step so no step
+ * pays for an earlier step's writeback. It is a report: it exits 0 whether the targets are met or
+ * not, and non-zero only on errors. BENCH_NODE_ARGS passes node flags to the worker (e.g. --cpu-prof).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { generateDataset, type DatasetSummary } from './dataset.js';
 import { ChildRssSampler, procCpuSeconds, procStatusKb, resetPeakRss, threadCpuSeconds, topThreadDeltas } from './proc.js';
-import { freePort, freeTemporalPort } from '../src/runtime/child-process.js';
+import { startStack, type Stack, type StackMode } from './stack.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BENCH_DIR = path.join(ROOT, '.bench');
@@ -42,8 +43,10 @@ const POLL_MS = 100;
 const GROWTH_TOLERANCE_MB = 50;
 
 interface Args {
-  /** A PostgreSQL server for the catalog instead of PGlite in the dev process (BENCH_DATABASE_URL). */
-  databaseUrl?: string;
+  /** split: api + worker processes on PostgreSQL (the production shape); dev: `caged dev` with PGlite. */
+  mode: StackMode;
+  /** The PostgreSQL server that gets a fresh catalog database per size (split mode). */
+  databaseUrl: string;
   sizes: number[];
   rounds: number;
   keep: boolean;
@@ -55,7 +58,8 @@ function parseArgs(argv: string[]): Args {
   let keep = false;
   let seed = 1;
   let rounds = Number(process.env.BENCH_ROUNDS || 2);
-  let databaseUrl = process.env.BENCH_DATABASE_URL || undefined;
+  let databaseUrl = process.env.BENCH_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+  let mode: StackMode = process.env.BENCH_MODE === 'dev' ? 'dev' : 'split';
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = () => {
@@ -65,17 +69,18 @@ function parseArgs(argv: string[]): Args {
     };
     if (a === '--size' || a.startsWith('--size=') || a === '--sizes' || a.startsWith('--sizes=')) sizes.push(...parseSizes(value()));
     else if (a === '--keep') keep = true;
+    else if (a === '--dev') mode = 'dev';
     else if (a === '--database-url' || a.startsWith('--database-url=')) databaseUrl = value();
     else if (a === '--rounds' || a.startsWith('--rounds=')) rounds = Number(value());
     else if (a === '--seed' || a.startsWith('--seed=')) seed = Number(value());
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: npm run bench -- [--size GIB]... [--rounds N] [--database-url URL] [--keep] [--seed N]\n       (or BENCH_SIZES=1,4 BENCH_ROUNDS=2 BENCH_DATABASE_URL=postgres://...)\n');
+      process.stdout.write('usage: npm run bench -- [--size GIB]... [--rounds N] [--database-url URL] [--dev] [--keep] [--seed N]\n       (or BENCH_SIZES=1,4 BENCH_ROUNDS=2 BENCH_DATABASE_URL=postgres://... BENCH_MODE=dev)\n');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
   if (sizes.length === 0) sizes.push(...parseSizes(process.env.BENCH_SIZES || '1,4'));
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error(`bad --rounds ${rounds}`);
-  return { databaseUrl, sizes, rounds, keep, seed };
+  return { mode, databaseUrl, sizes, rounds, keep, seed };
 }
 
 function parseSizes(s: string): number[] {
@@ -140,101 +145,9 @@ async function timeShell(script: string): Promise<{ seconds: number; cpu: number
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
-// ---------------------------------------------------------------- caged dev
+// ---------------------------------------------------------------- API
 
-interface Dev {
-  child: ChildProcess;
-  pid: number;
-  url: string;
-  key: string;
-  output: () => string;
-}
-
-async function startDev(dataDir: string, databaseUrl?: string): Promise<Dev> {
-  // The Temporal dev server picks some ports of its own; on a clash, try other ports.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startDevOnce(dataDir, databaseUrl);
-    } catch (err) {
-      if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
-      log(`caged dev could not bind its ports; retrying with others`);
-    }
-  }
-}
-
-async function startDevOnce(dataDir: string, databaseUrl?: string): Promise<Dev> {
-  const port = await freePort();
-  const temporalPort = await freeTemporalPort();
-  const env: NodeJS.ProcessEnv = {};
-  // Only what a developer's shell would have: no stray CAGED_/TEMPORAL_/S3_ settings from outside.
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!/^(CAGED_|TEMPORAL_|S3_|DATABASE_URL$)/.test(k)) env[k] = v;
-  }
-  Object.assign(env, {
-    CAGED_DATA_DIR: dataDir,
-    CAGED_PORT: String(port),
-    CAGED_TEMPORAL_PORT: String(temporalPort),
-    CAGED_IDLE_TIMEOUT_S: '0',
-    CAGED_LOG_LEVEL: 'warn',
-    CAGED_MAX_SNAPSHOT_BYTES: String(64 * GiB),
-    CAGED_MAX_ACCOUNT_BYTES: String(256 * GiB),
-  });
-  if (databaseUrl) env.DATABASE_URL = databaseUrl;
-  // e.g. BENCH_DEV_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the dev process.
-  const nodeArgs = (process.env.BENCH_DEV_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin/caged.mjs'), 'dev'], {
-    cwd: ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group, so that a dev process that will not stop can be killed with its Temporal child.
-    detached: true,
-  });
-  let output = '';
-  const keep = (d: Buffer) => {
-    output += d.toString();
-    if (output.length > 64_000) output = output.slice(-32_000);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  // BENCH_DEV_LOG=FILE keeps everything the dev process prints (e.g. with BENCH_DEV_NODE_ARGS=--trace-gc).
-  if (process.env.BENCH_DEV_LOG) {
-    const file = fs.createWriteStream(process.env.BENCH_DEV_LOG, { flags: 'a' });
-    child.stdout!.pipe(file);
-    child.stderr!.pipe(file);
-  }
-  const deadline = Date.now() + 180_000;
-  for (;;) {
-    const m = /API key:\s+(\S+)/.exec(output);
-    if (m && output.includes('export CAGED_API_URL=')) {
-      return { child, pid: child.pid!, url: `http://127.0.0.1:${port}`, key: m[1]!, output: () => output };
-    }
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`caged dev exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output.trim()}`);
-    if (Date.now() > deadline) {
-      await stopDev({ child, pid: child.pid!, url: '', key: '', output: () => output });
-      throw new Error(`caged dev was not ready within 180 s:\n${output.trim()}`);
-    }
-    await sleep(100);
-  }
-}
-
-async function stopDev(dev: Dev): Promise<void> {
-  const { child } = dev;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGINT');
-  const timer = setTimeout(() => {
-    log('caged dev did not stop within 60 s; killing its process group');
-    try {
-      process.kill(-dev.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }, 60_000);
-  await exited;
-  clearTimeout(timer);
-}
-
-async function api<T>(dev: Dev, method: string, p: string, body?: unknown): Promise<T> {
+async function api<T>(dev: Stack, method: string, p: string, body?: unknown): Promise<T> {
   const res = await fetch(`${dev.url}${p}`, {
     method,
     headers: { authorization: `Bearer ${dev.key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
@@ -275,13 +188,13 @@ interface Measured {
 }
 
 /** Runs one API operation from its POST to success, measuring time and memory around it. */
-async function measureOperation(dev: Dev, start: () => Promise<Operation>): Promise<Measured> {
-  const resetOk = resetPeakRss(dev.pid);
+async function measureOperation(dev: Stack, start: () => Promise<Operation>): Promise<Measured> {
+  const resetOk = resetPeakRss(dev.workerPid);
   if (!resetOk) log('warning: cannot reset VmHWM (clear_refs); the peak includes start-up');
-  const rssBeforeKb = procStatusKb(dev.pid, 'VmRSS') ?? 0;
-  const sampler = new ChildRssSampler(dev.pid);
-  const cpu0 = procCpuSeconds(dev.pid)!;
-  const threads0 = threadCpuSeconds(dev.pid);
+  const rssBeforeKb = procStatusKb(dev.workerPid, 'VmRSS') ?? 0;
+  const sampler = new ChildRssSampler(dev.workerPid);
+  const cpu0 = procCpuSeconds(dev.workerPid)!;
+  const threads0 = threadCpuSeconds(dev.workerPid);
   sampler.start();
   const postedAt = Date.now();
   const t0 = performance.now();
@@ -299,9 +212,9 @@ async function measureOperation(dev: Dev, start: () => Promise<Operation>): Prom
   }
   const polledSeconds = (performance.now() - t0) / 1000;
   sampler.stop();
-  const cpu1 = procCpuSeconds(dev.pid)!;
-  const threads = topThreadDeltas(threads0, threadCpuSeconds(dev.pid));
-  const hwmKb = procStatusKb(dev.pid, 'VmHWM') ?? 0;
+  const cpu1 = procCpuSeconds(dev.workerPid)!;
+  const threads = topThreadDeltas(threads0, threadCpuSeconds(dev.workerPid));
+  const hwmKb = procStatusKb(dev.workerPid, 'VmHWM') ?? 0;
   if (op.status !== 'succeeded') throw new Error(`operation ${op.id} ${op.status}: ${op.error?.code ?? ''} ${op.error?.message ?? ''}`);
   const finished = op.finished_at ? Date.parse(op.finished_at) : NaN;
   const seconds = Number.isFinite(finished) && finished >= postedAt ? Math.min((finished - postedAt) / 1000, polledSeconds) : polledSeconds;
@@ -351,7 +264,7 @@ interface SizeResult {
 }
 
 /** Deletes a snapshot through the API and waits until it is gone (untimed housekeeping). */
-async function deleteSnapshot(dev: Dev, snapshotId: string): Promise<void> {
+async function deleteSnapshot(dev: Stack, snapshotId: string): Promise<void> {
   let { operation: op } = await api<{ operation: Operation }>(dev, 'DELETE', `/v1/snapshots/${snapshotId}`);
   while (op.status === 'running') {
     await sleep(POLL_MS);
@@ -360,22 +273,18 @@ async function deleteSnapshot(dev: Dev, snapshotId: string): Promise<void> {
   if (op.status !== 'succeeded') throw new Error(`deleting snapshot ${snapshotId}: ${op.status} ${op.error?.message ?? ''}`);
 }
 
-async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => void): Promise<SizeResult> {
+async function runSize(gib: number, args: Args, onDev: (d: Stack | undefined) => void): Promise<SizeResult> {
   const dir = path.join(BENCH_DIR, `size-${gib}g`);
   fs.mkdirSync(dir, { recursive: true });
   const dataDir = path.join(dir, 'caged');
-  log(`${gib} GiB: starting caged dev in ${path.relative(ROOT, dataDir)}`);
-  const db = args.databaseUrl ? await createDatabase(args.databaseUrl, `caged_bench_${process.pid}_${String(gib).replace('.', '_')}`) : undefined;
-  const dev = await startDev(dataDir, db?.url).catch(async (err) => {
-    await db?.drop();
-    throw err;
-  });
+  log(`${gib} GiB: starting ${args.mode === 'dev' ? 'caged dev' : 'Temporal, caged api and caged worker'} in ${path.relative(ROOT, dataDir)}`);
+  const dev = await startStack(args.mode, { dataDir, adminDatabaseUrl: args.databaseUrl, label: String(gib).replace('.', '_'), log });
   onDev(dev);
   try {
     const sandbox = await api<{ id: string; state: string }>(dev, 'POST', '/v1/sandboxes', {});
     const root = path.join(dataDir, 'sandboxes', sandbox.id, 'root');
     if (!fs.existsSync(root)) throw new Error(`sandbox root ${root} does not exist; has the layout changed?`);
-    const startupPeakMb = (procStatusKb(dev.pid, 'VmHWM') ?? 0) / 1024;
+    const startupPeakMb = (procStatusKb(dev.workerPid, 'VmHWM') ?? 0) / 1024;
 
     log(`${gib} GiB: writing the data set into sandbox ${sandbox.id}`);
     const dataRoot = path.join(root, 'bench-data');
@@ -384,7 +293,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
     const tree = treeStats(root);
     log(`${gib} GiB: ${tree.files} files, ${fmt(mib(tree.bytes))} MiB written in ${fmt(data.seconds)} s; syncing`);
     syncDisks();
-    const idleRssMb = (procStatusKb(dev.pid, 'VmRSS') ?? 0) / 1024;
+    const idleRssMb = (procStatusKb(dev.workerPid, 'VmRSS') ?? 0) / 1024;
 
     const archive = path.join(dir, 'baseline.tar.zst');
     const packCmd = `tar -C ${q(root)} -cf - . | zstd -1 -T0 -q`;
@@ -488,39 +397,10 @@ async function runSize(gib: number, args: Args, onDev: (d: Dev | undefined) => v
     const inPlace = await cagedRestore();
     return { gib, data, treeBytes: tree.bytes, treeFiles: tree.files, archiveBytes, cagedArchiveBytes, startupPeakMb, idleRssMb, rounds, inPlace };
   } finally {
-    log(`${gib} GiB: stopping caged dev`);
-    await stopDev(dev);
+    log(`${gib} GiB: stopping the caged processes`);
+    await dev.stop();
     onDev(undefined);
-    await db?.drop();
   }
-}
-
-/** A fresh database next to the one `adminUrl` names, for one dev process; drop() removes it. */
-async function createDatabase(adminUrl: string, name: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`DROP DATABASE IF EXISTS ${name}`);
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: adminUrl });
-      try {
-        await c.connect();
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } catch (err) {
-        log(`warning: could not drop database ${name}: ${(err as Error).message}`);
-      } finally {
-        await c.end().catch(() => {});
-      }
-    },
-  };
 }
 
 // ---------------------------------------------------------------- report
@@ -583,7 +463,11 @@ function report(results: SizeResult[], args: Args): string {
   out.push(`caged snapshot bench: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${fmt(os.totalmem() / GiB)} GiB RAM, node ${process.version}, ${toolVersion('tar', ['--version'])}, ${toolVersion('zstd', ['--version'])}`);
   out.push(`  ${args.rounds} round(s) per size, alternating the order of caged and baseline; each cell is the best round (all rounds in brackets)`);
   out.push(`  load average (1/5/15 min) at the start: ${loadAtStart}; at the end: ${loadAverage()} (other work on the machine skews the numbers)`);
-  out.push(`  catalog: ${args.databaseUrl ? `PostgreSQL at ${new URL(args.databaseUrl).host} (a fresh database per size)` : 'PGlite inside the dev process (the `caged dev` default)'}`);
+  out.push(
+    args.mode === 'split'
+      ? `  processes: Temporal dev server, \`caged api\`, \`caged worker\` (measured); catalog: PostgreSQL at ${new URL(args.databaseUrl).host} (a fresh database per size); fs blob store`
+      : '  processes: `caged dev` (measured: API, worker, Temporal SDK and the PGlite catalog in one process); fs blob store',
+  );
   for (const r of results) {
     out.push(
       `  ${r.gib} GiB: ${r.treeFiles} files, ${fmt(mib(r.treeBytes))} MiB (${r.data.smallFiles} small = ${fmt(mib(r.data.smallBytes))} MiB, ` +
@@ -627,8 +511,8 @@ function report(results: SizeResult[], args: Args): string {
     }
   }
   out.push(table(mem));
-  out.push(`  worker RSS: VmRSS/VmHWM of the \`caged dev\` process, which holds the API, the worker, the Temporal SDK${args.databaseUrl ? '' : ' and'}`);
-  out.push(`  ${args.databaseUrl ? '' : 'PGlite; '}VmHWM is reset just before each operation, so "growth" is what the operation added. Highest round shown.`);
+  out.push(`  worker RSS: VmRSS/VmHWM of the ${args.mode === 'split' ? '`caged worker`' : '`caged dev`'} process. VmHWM is reset just before each operation,`);
+  out.push('  so "growth" is what the operation added. Highest round shown.');
   out.push(`  Idle after start-up: ${results.map((r) => `${fmt(r.idleRssMb)} MB`).join(' / ')} (start-up peak ${results.map((r) => `${fmt(r.startupPeakMb)} MB`).join(' / ')}).`);
   out.push('  CPU s (best round): user+sys; worker = the dev process (all threads); tar+zstd = its reaped children; baseline = the pipeline.');
   for (const s of sums) {
@@ -693,13 +577,13 @@ async function main(): Promise<void> {
   // Leftovers of an interrupted --keep run; removed first so they count as free space.
   cleanBenchDir();
   checkDisk(args.sizes, args.rounds);
-  let current: Dev | undefined;
+  let current: Stack | undefined;
   let interrupted = false;
   const onSignal = async () => {
     if (interrupted) return;
     interrupted = true;
-    log('interrupted; stopping caged dev and cleaning up');
-    if (current) await stopDev(current).catch(() => {});
+    log('interrupted; stopping the caged processes and cleaning up');
+    if (current) await current.stop().catch(() => {});
     if (!args.keep) cleanBenchDir();
     process.exit(130);
   };

@@ -48,13 +48,13 @@ async function resume(api: Api, id: string) {
   expect(r.body.state).toBe('running');
 }
 
-describe('snapshot limits', () => {
+describe.each(['s3', 'fs'] as const)('snapshot limits on the %s store', (storeKind) => {
   let stack: TestStack;
   let api: Api;
 
   beforeAll(async () => {
     stack = await startStack({
-      store: 's3',
+      store: storeKind,
       catalog: 'postgres',
       api: true,
       limits: { maxSnapshotsPerSandbox: 3, maxSnapshotBytes: 1 * MiB, maxAccountBytes: 1.5 * MiB },

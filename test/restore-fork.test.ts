@@ -19,423 +19,425 @@ const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const injected = (point: string) => ApplicationFailure.create({ type: 'injected_fault', message: `injected fault: ${point}`, nonRetryable: true });
 
-beforeAll(async () => {
-  stack = await startStack({
-    store: 's3',
-    catalog: 'postgres',
-    api: true,
-    faultHook: async (point, info) => {
-      for (const key of [info.sandboxId, info.snapshotId]) {
-        const hook = key ? faults.get(key) : undefined;
-        if (hook) await hook(point, info);
-      }
-    },
+describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
+  beforeAll(async () => {
+    stack = await startStack({
+      store: storeKind,
+      catalog: 'postgres',
+      api: true,
+      faultHook: async (point, info) => {
+        for (const key of [info.sandboxId, info.snapshotId]) {
+          const hook = key ? faults.get(key) : undefined;
+          if (hook) await hook(point, info);
+        }
+      },
+    });
+    const acct = await stack.newAccount('restore-a');
+    accountA = acct.id;
+    api = apiClient(stack.apiUrl!, acct.apiKey);
   });
-  const acct = await stack.newAccount('restore-a');
-  accountA = acct.id;
-  api = apiClient(stack.apiUrl!, acct.apiKey);
-});
-afterAll(async () => stack?.close());
+  afterAll(async () => stack?.close());
 
-const root = (id: string) => stack.runtime.rootDir(id);
+  const root = (id: string) => stack.runtime.rootDir(id);
 
-/** Swap directories the restore may leave beside the root: there must be none once it has ended. */
-function leftovers(id: string): string[] {
-  return fs.readdirSync(stack.runtime.sandboxDir(id)).filter((n) => /^root\.(staging|previous|discard|creating)-/.test(n));
-}
-
-/** Changes of every kind: content, mode, new files and dirs, deletions, a dir replaced by a file, a retargeted link. */
-function mutate(r: string): void {
-  fs.writeFileSync(path.join(r, 'proj/src/main.py'), 'print("changed")\n');
-  fs.chmodSync(path.join(r, 'proj/secret.txt'), 0o644);
-  fs.rmSync(path.join(r, 'proj/src/deep/er/blob.bin'));
-  fs.rmdirSync(path.join(r, 'empty-dir'));
-  fs.rmdirSync(path.join(r, 'proj/empty-nested'));
-  fs.writeFileSync(path.join(r, 'proj/empty-nested'), 'now a file');
-  fs.mkdirSync(path.join(r, 'added/nested/dir'), { recursive: true });
-  fs.writeFileSync(path.join(r, 'added/nested/file.txt'), 'new');
-  fs.writeFileSync(path.join(r, 'added-top'), randomBytes(1000));
-  fs.rmSync(path.join(r, 'link-to-main'));
-  fs.symlinkSync('proj/secret.txt', path.join(r, 'link-to-main'));
-}
-
-/** A background writer outside the root: it proves the sandbox's processes run, without touching the tree. */
-async function startWriter(id: string): Promise<string> {
-  const file = path.join(stack.dir, `counter-${id}`);
-  await api.exec(id, ['sh', '-c', `i=0; while true; do i=$((i+1)); echo $i > '${file}'; sleep 0.05; done`], true);
-  await waitFor(() => fs.existsSync(file));
-  return file;
-}
-
-async function expectCounting(file: string): Promise<void> {
-  const before = fs.readFileSync(file, 'utf8');
-  await sleep(400);
-  expect(fs.readFileSync(file, 'utf8')).not.toBe(before);
-}
-
-async function expectNotCounting(file: string): Promise<void> {
-  const before = fs.readFileSync(file, 'utf8');
-  await sleep(400);
-  expect(fs.readFileSync(file, 'utf8')).toBe(before);
-}
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(50);
-  }
-}
-
-async function restore(snapshotId: string, body: Record<string, unknown> = {}) {
-  const r = await api.call('POST', `/v1/snapshots/${snapshotId}/restore`, body);
-  expect(r.status, JSON.stringify(r.body)).toBe(202);
-  expect(r.body.operation).toMatchObject({ type: 'restore', status: 'running', snapshot_id: snapshotId });
-  return r.body.operation.id as string;
-}
-
-/** Random data does not compress: the snapshot is several MB, so a fault can land mid-extraction. */
-function populateBig(r: string): void {
-  populateTree(r);
-  fs.mkdirSync(path.join(r, 'big'));
-  for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(r, 'big', `part-${i}.bin`), randomBytes(MiB));
-}
-
-function countFiles(dir: string): number {
-  let n = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? 1 + countFiles(path.join(dir, e.name)) : 1;
-  return n;
-}
-
-describe('restore into the same sandbox', () => {
-  it('replaces the filesystem exactly and keeps running processes running', async () => {
-    const id = await api.createSandbox();
-    populateTree(root(id));
-    const counter = await startWriter(id);
-    const { op: snapOp, snapshotId } = await api.snapshot(id, 'base');
-    expect(snapOp.status).toBe('succeeded');
-    const expected = describeTree(root(id));
-
-    mutate(root(id));
-    const mutated = describeTree(root(id));
-    expect(mutated).not.toEqual(expected);
-
-    const opId = await restore(snapshotId);
-    const op = await api.waitOp(opId);
-    expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
-    expect(op.result).toEqual({ snapshot_id: snapshotId, sandbox_id: id, sha256: snapOp.result.sha256, size_bytes: snapOp.result.size_bytes });
-
-    expect(describeTree(root(id))).toEqual(expected);
-    expect(fs.existsSync(path.join(root(id), 'added'))).toBe(false);
-    expect(fs.existsSync(path.join(root(id), 'added-top'))).toBe(false);
-    expect(leftovers(id)).toEqual([]);
-
-    expect(await stack.runtime.processState(id)).toBe('running');
-    await expectCounting(counter);
-    expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('running');
-  });
-
-  it('leaves a paused sandbox paused', async () => {
-    const id = await api.createSandbox();
-    populateTree(root(id));
-    const counter = await startWriter(id);
-    const { snapshotId } = await api.snapshot(id, 'before-pause');
-    const expected = describeTree(root(id));
-
-    const pause = await api.call('POST', `/v1/sandboxes/${id}/pause`);
-    expect(pause.status).toBe(202);
-    expect((await api.waitOp(pause.body.operation.id)).status).toBe('succeeded');
-    expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('paused');
-    expect(await stack.runtime.processState(id)).toBe('stopped');
-
-    mutate(root(id));
-    const op = await api.waitOp(await restore(snapshotId));
-    expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
-
-    expect(describeTree(root(id))).toEqual(expected);
-    expect(leftovers(id)).toEqual([]);
-    expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('paused');
-    expect(await stack.runtime.processState(id)).toBe('stopped');
-    await expectNotCounting(counter);
-  });
-});
-
-describe('restore into another sandbox of the same account', () => {
-  it('replaces the target tree with the snapshot tree and leaves the source alone', async () => {
-    const src = await api.createSandbox();
-    populateTree(root(src));
-    const { op: snapOp, snapshotId } = await api.snapshot(src, 'for-target');
-    const expected = describeTree(root(src));
-    fs.writeFileSync(path.join(root(src), 'source-only-later'), 'x');
-    const sourceAfter = describeTree(root(src));
-
-    const target = await api.createSandbox();
-    fs.mkdirSync(path.join(root(target), 'target-dir/sub'), { recursive: true });
-    fs.writeFileSync(path.join(root(target), 'target-dir/sub/own.txt'), 'target data');
-    fs.writeFileSync(path.join(root(target), 'proj'), 'a file where the snapshot has a directory');
-    expect(describeTree(root(target))).not.toEqual(expected);
-
-    const op = await api.waitOp(await restore(snapshotId, { to: target }));
-    expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
-    expect(op.sandbox_id).toBe(target);
-    expect(op.result).toEqual({ snapshot_id: snapshotId, sandbox_id: target, sha256: snapOp.result.sha256, size_bytes: snapOp.result.size_bytes });
-
-    expect(describeTree(root(target))).toEqual(expected);
-    expect(describeTree(root(src))).toEqual(sourceAfter);
-    expect(leftovers(target)).toEqual([]);
-    expect((await api.call('GET', `/v1/sandboxes/${target}`)).body.state).toBe('running');
-  });
-});
-
-describe('restore rollback', () => {
-  async function prepare(name: string) {
-    const id = await api.createSandbox();
-    populateBig(root(id));
-    const counter = await startWriter(id);
-    const { op, snapshotId } = await api.snapshot(id, name);
-    expect(op.status).toBe('succeeded');
-    expect(op.result.size_bytes).toBeGreaterThan(8 * MiB);
-    mutate(root(id));
-    fs.writeFileSync(path.join(root(id), 'big/part-3.bin'), randomBytes(MiB));
-    return { id, counter, snapshotId, before: describeTree(root(id)) };
+  /** Swap directories the restore may leave beside the root: there must be none once it has ended. */
+  function leftovers(id: string): string[] {
+    return fs.readdirSync(stack.runtime.sandboxDir(id)).filter((n) => /^root\.(staging|previous|discard|creating)-/.test(n));
   }
 
-  it('a failure mid-extraction leaves the target unchanged byte for byte', async () => {
-    const { id, counter, snapshotId, before } = await prepare('extract-fault');
-    let stagedFiles = -1;
-    faults.set(id, (point, info) => {
-      if (point !== 'restore:extracting' || (info.bytes ?? 0) < 5 * MiB) return;
-      // What tar has written so far: the rollback must remove a real partial tree.
-      const staging = fs.readdirSync(stack.runtime.sandboxDir(id)).find((n) => n.startsWith('root.staging-'));
-      stagedFiles = staging ? countFiles(path.join(stack.runtime.sandboxDir(id), staging)) : 0;
-      throw injected(point);
-    });
-    try {
-      const op = await api.waitOp(await restore(snapshotId));
-      expect(op.status).toBe('failed');
-      expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:extracting' });
-    } finally {
-      faults.delete(id);
-    }
-    expect(stagedFiles).toBeGreaterThan(3);
-    expect(describeTree(root(id))).toEqual(before);
-    expect(leftovers(id)).toEqual([]);
-    expect(await stack.runtime.processState(id)).toBe('running');
-    await expectCounting(counter);
-  });
+  /** Changes of every kind: content, mode, new files and dirs, deletions, a dir replaced by a file, a retargeted link. */
+  function mutate(r: string): void {
+    fs.writeFileSync(path.join(r, 'proj/src/main.py'), 'print("changed")\n');
+    fs.chmodSync(path.join(r, 'proj/secret.txt'), 0o644);
+    fs.rmSync(path.join(r, 'proj/src/deep/er/blob.bin'));
+    fs.rmdirSync(path.join(r, 'empty-dir'));
+    fs.rmdirSync(path.join(r, 'proj/empty-nested'));
+    fs.writeFileSync(path.join(r, 'proj/empty-nested'), 'now a file');
+    fs.mkdirSync(path.join(r, 'added/nested/dir'), { recursive: true });
+    fs.writeFileSync(path.join(r, 'added/nested/file.txt'), 'new');
+    fs.writeFileSync(path.join(r, 'added-top'), randomBytes(1000));
+    fs.rmSync(path.join(r, 'link-to-main'));
+    fs.symlinkSync('proj/secret.txt', path.join(r, 'link-to-main'));
+  }
 
-  it('a failure after the swap puts the previous root back byte for byte', async () => {
-    const { id, counter, snapshotId, before } = await prepare('swap-fault');
-    let swappedTree: ReturnType<typeof describeTree> | undefined;
-    faults.set(id, (point) => {
-      if (point !== 'restore:swapped') return;
-      swappedTree = describeTree(root(id));
-      throw injected(point);
-    });
-    try {
-      const op = await api.waitOp(await restore(snapshotId));
-      expect(op.status).toBe('failed');
-      expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:swapped' });
-    } finally {
-      faults.delete(id);
-    }
-    // The fault really came after the swap: the snapshot's tree was in place at that moment.
-    expect(swappedTree).toBeDefined();
-    expect(swappedTree).not.toEqual(before);
-    expect(swappedTree!.some((e) => e.path === 'added-top')).toBe(false);
-    expect(describeTree(root(id))).toEqual(before);
-    expect(leftovers(id)).toEqual([]);
-    expect(await stack.runtime.processState(id)).toBe('running');
-    await expectCounting(counter);
-  });
+  /** A background writer outside the root: it proves the sandbox's processes run, without touching the tree. */
+  async function startWriter(id: string): Promise<string> {
+    const file = path.join(stack.dir, `counter-${id}`);
+    await api.exec(id, ['sh', '-c', `i=0; while true; do i=$((i+1)); echo $i > '${file}'; sleep 0.05; done`], true);
+    await waitFor(() => fs.existsSync(file));
+    return file;
+  }
 
-  it('a cancelled restore ends cancelled with the target unchanged and its processes resumed', async () => {
-    const { id, counter, snapshotId, before } = await prepare('cancel-me');
-    let extracting = false;
-    faults.set(id, async (point) => {
-      if (point !== 'restore:extracting') return;
-      extracting = true;
-      await sleep(200);
-    });
-    try {
+  async function expectCounting(file: string): Promise<void> {
+    const before = fs.readFileSync(file, 'utf8');
+    await sleep(400);
+    expect(fs.readFileSync(file, 'utf8')).not.toBe(before);
+  }
+
+  async function expectNotCounting(file: string): Promise<void> {
+    const before = fs.readFileSync(file, 'utf8');
+    await sleep(400);
+    expect(fs.readFileSync(file, 'utf8')).toBe(before);
+  }
+
+  async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error('condition not met in time');
+      await sleep(50);
+    }
+  }
+
+  async function restore(snapshotId: string, body: Record<string, unknown> = {}) {
+    const r = await api.call('POST', `/v1/snapshots/${snapshotId}/restore`, body);
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    expect(r.body.operation).toMatchObject({ type: 'restore', status: 'running', snapshot_id: snapshotId });
+    return r.body.operation.id as string;
+  }
+
+  /** Random data does not compress: the snapshot is several MB, so a fault can land mid-extraction. */
+  function populateBig(r: string): void {
+    populateTree(r);
+    fs.mkdirSync(path.join(r, 'big'));
+    for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(r, 'big', `part-${i}.bin`), randomBytes(MiB));
+  }
+
+  function countFiles(dir: string): number {
+    let n = 0;
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? 1 + countFiles(path.join(dir, e.name)) : 1;
+    return n;
+  }
+
+  describe('restore into the same sandbox', () => {
+    it('replaces the filesystem exactly and keeps running processes running', async () => {
+      const id = await api.createSandbox();
+      populateTree(root(id));
+      const counter = await startWriter(id);
+      const { op: snapOp, snapshotId } = await api.snapshot(id, 'base');
+      expect(snapOp.status).toBe('succeeded');
+      const expected = describeTree(root(id));
+
+      mutate(root(id));
+      const mutated = describeTree(root(id));
+      expect(mutated).not.toEqual(expected);
+
       const opId = await restore(snapshotId);
-      await waitFor(() => extracting);
-      // Stopped for the restore while it runs.
+      const op = await api.waitOp(opId);
+      expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+      expect(op.result).toEqual({ snapshot_id: snapshotId, sandbox_id: id, sha256: snapOp.result.sha256, size_bytes: snapOp.result.size_bytes });
+
+      expect(describeTree(root(id))).toEqual(expected);
+      expect(fs.existsSync(path.join(root(id), 'added'))).toBe(false);
+      expect(fs.existsSync(path.join(root(id), 'added-top'))).toBe(false);
+      expect(leftovers(id)).toEqual([]);
+
+      expect(await stack.runtime.processState(id)).toBe('running');
+      await expectCounting(counter);
+      expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('running');
+    });
+
+    it('leaves a paused sandbox paused', async () => {
+      const id = await api.createSandbox();
+      populateTree(root(id));
+      const counter = await startWriter(id);
+      const { snapshotId } = await api.snapshot(id, 'before-pause');
+      const expected = describeTree(root(id));
+
+      const pause = await api.call('POST', `/v1/sandboxes/${id}/pause`);
+      expect(pause.status).toBe(202);
+      expect((await api.waitOp(pause.body.operation.id)).status).toBe('succeeded');
+      expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('paused');
       expect(await stack.runtime.processState(id)).toBe('stopped');
-      const c = await api.call('POST', `/v1/operations/${opId}/cancel`);
-      expect(c.status).toBe(202);
-      const op = await api.waitOp(opId, 90_000);
+
+      mutate(root(id));
+      const op = await api.waitOp(await restore(snapshotId));
+      expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+
+      expect(describeTree(root(id))).toEqual(expected);
+      expect(leftovers(id)).toEqual([]);
+      expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('paused');
+      expect(await stack.runtime.processState(id)).toBe('stopped');
+      await expectNotCounting(counter);
+    });
+  });
+
+  describe('restore into another sandbox of the same account', () => {
+    it('replaces the target tree with the snapshot tree and leaves the source alone', async () => {
+      const src = await api.createSandbox();
+      populateTree(root(src));
+      const { op: snapOp, snapshotId } = await api.snapshot(src, 'for-target');
+      const expected = describeTree(root(src));
+      fs.writeFileSync(path.join(root(src), 'source-only-later'), 'x');
+      const sourceAfter = describeTree(root(src));
+
+      const target = await api.createSandbox();
+      fs.mkdirSync(path.join(root(target), 'target-dir/sub'), { recursive: true });
+      fs.writeFileSync(path.join(root(target), 'target-dir/sub/own.txt'), 'target data');
+      fs.writeFileSync(path.join(root(target), 'proj'), 'a file where the snapshot has a directory');
+      expect(describeTree(root(target))).not.toEqual(expected);
+
+      const op = await api.waitOp(await restore(snapshotId, { to: target }));
+      expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+      expect(op.sandbox_id).toBe(target);
+      expect(op.result).toEqual({ snapshot_id: snapshotId, sandbox_id: target, sha256: snapOp.result.sha256, size_bytes: snapOp.result.size_bytes });
+
+      expect(describeTree(root(target))).toEqual(expected);
+      expect(describeTree(root(src))).toEqual(sourceAfter);
+      expect(leftovers(target)).toEqual([]);
+      expect((await api.call('GET', `/v1/sandboxes/${target}`)).body.state).toBe('running');
+    });
+  });
+
+  describe('restore rollback', () => {
+    async function prepare(name: string) {
+      const id = await api.createSandbox();
+      populateBig(root(id));
+      const counter = await startWriter(id);
+      const { op, snapshotId } = await api.snapshot(id, name);
+      expect(op.status).toBe('succeeded');
+      expect(op.result.size_bytes).toBeGreaterThan(8 * MiB);
+      mutate(root(id));
+      fs.writeFileSync(path.join(root(id), 'big/part-3.bin'), randomBytes(MiB));
+      return { id, counter, snapshotId, before: describeTree(root(id)) };
+    }
+
+    it('a failure mid-extraction leaves the target unchanged byte for byte', async () => {
+      const { id, counter, snapshotId, before } = await prepare('extract-fault');
+      let stagedFiles = -1;
+      faults.set(id, (point, info) => {
+        if (point !== 'restore:extracting' || (info.bytes ?? 0) < 5 * MiB) return;
+        // What tar has written so far: the rollback must remove a real partial tree.
+        const staging = fs.readdirSync(stack.runtime.sandboxDir(id)).find((n) => n.startsWith('root.staging-'));
+        stagedFiles = staging ? countFiles(path.join(stack.runtime.sandboxDir(id), staging)) : 0;
+        throw injected(point);
+      });
+      try {
+        const op = await api.waitOp(await restore(snapshotId));
+        expect(op.status).toBe('failed');
+        expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:extracting' });
+      } finally {
+        faults.delete(id);
+      }
+      expect(stagedFiles).toBeGreaterThan(3);
+      expect(describeTree(root(id))).toEqual(before);
+      expect(leftovers(id)).toEqual([]);
+      expect(await stack.runtime.processState(id)).toBe('running');
+      await expectCounting(counter);
+    });
+
+    it('a failure after the swap puts the previous root back byte for byte', async () => {
+      const { id, counter, snapshotId, before } = await prepare('swap-fault');
+      let swappedTree: ReturnType<typeof describeTree> | undefined;
+      faults.set(id, (point) => {
+        if (point !== 'restore:swapped') return;
+        swappedTree = describeTree(root(id));
+        throw injected(point);
+      });
+      try {
+        const op = await api.waitOp(await restore(snapshotId));
+        expect(op.status).toBe('failed');
+        expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:swapped' });
+      } finally {
+        faults.delete(id);
+      }
+      // The fault really came after the swap: the snapshot's tree was in place at that moment.
+      expect(swappedTree).toBeDefined();
+      expect(swappedTree).not.toEqual(before);
+      expect(swappedTree!.some((e) => e.path === 'added-top')).toBe(false);
+      expect(describeTree(root(id))).toEqual(before);
+      expect(leftovers(id)).toEqual([]);
+      expect(await stack.runtime.processState(id)).toBe('running');
+      await expectCounting(counter);
+    });
+
+    it('a cancelled restore ends cancelled with the target unchanged and its processes resumed', async () => {
+      const { id, counter, snapshotId, before } = await prepare('cancel-me');
+      let extracting = false;
+      faults.set(id, async (point) => {
+        if (point !== 'restore:extracting') return;
+        extracting = true;
+        await sleep(200);
+      });
+      try {
+        const opId = await restore(snapshotId);
+        await waitFor(() => extracting);
+        // Stopped for the restore while it runs.
+        expect(await stack.runtime.processState(id)).toBe('stopped');
+        const c = await api.call('POST', `/v1/operations/${opId}/cancel`);
+        expect(c.status).toBe(202);
+        const op = await api.waitOp(opId, 90_000);
+        expect(op.status).toBe('cancelled');
+        expect(op.error?.code).toBe('cancelled');
+      } finally {
+        faults.delete(id);
+      }
+      expect(describeTree(root(id))).toEqual(before);
+      expect(leftovers(id)).toEqual([]);
+      expect(await stack.runtime.processState(id)).toBe('running');
+      await expectCounting(counter);
+    }, 120_000);
+
+    /** Holds the restore inside the step at `point` until the cancel has reached its workflow. */
+    async function cancelWhileAt(id: string, snapshotId: string, point: string) {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      let entered = false;
+      faults.set(id, async (p) => {
+        if (p !== point) return;
+        entered = true;
+        await gate;
+      });
+      try {
+        const opId = await restore(snapshotId);
+        await waitFor(() => entered);
+        expect((await api.call('POST', `/v1/operations/${opId}/cancel`)).status).toBe(202);
+        const handle = stack.client.workflow.getHandle(opId);
+        await waitFor(async () => ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes));
+        // The workflow knows of the cancel while the step is still running on the host.
+        await sleep(300);
+        release();
+        return await api.waitOp(opId);
+      } finally {
+        release();
+        faults.delete(id);
+      }
+    }
+
+    it('a cancel that arrives during the swap rolls the swap back', async () => {
+      const { id, counter, snapshotId, before } = await prepare('cancel-at-swap');
+      const op = await cancelWhileAt(id, snapshotId, 'restore:swapped');
       expect(op.status).toBe('cancelled');
       expect(op.error?.code).toBe('cancelled');
-    } finally {
-      faults.delete(id);
-    }
-    expect(describeTree(root(id))).toEqual(before);
-    expect(leftovers(id)).toEqual([]);
-    expect(await stack.runtime.processState(id)).toBe('running');
-    await expectCounting(counter);
-  }, 120_000);
-
-  /** Holds the restore inside the step at `point` until the cancel has reached its workflow. */
-  async function cancelWhileAt(id: string, snapshotId: string, point: string) {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let entered = false;
-    faults.set(id, async (p) => {
-      if (p !== point) return;
-      entered = true;
-      await gate;
+      expect(describeTree(root(id))).toEqual(before);
+      expect(leftovers(id)).toEqual([]);
+      expect(await stack.runtime.processState(id)).toBe('running');
+      await expectCounting(counter);
     });
-    try {
-      const opId = await restore(snapshotId);
-      await waitFor(() => entered);
-      expect((await api.call('POST', `/v1/operations/${opId}/cancel`)).status).toBe(202);
-      const handle = stack.client.workflow.getHandle(opId);
-      await waitFor(async () => ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes));
-      // The workflow knows of the cancel while the step is still running on the host.
-      await sleep(300);
-      release();
-      return await api.waitOp(opId);
-    } finally {
-      release();
-      faults.delete(id);
-    }
-  }
 
-  it('a cancel that arrives during the swap rolls the swap back', async () => {
-    const { id, counter, snapshotId, before } = await prepare('cancel-at-swap');
-    const op = await cancelWhileAt(id, snapshotId, 'restore:swapped');
-    expect(op.status).toBe('cancelled');
-    expect(op.error?.code).toBe('cancelled');
-    expect(describeTree(root(id))).toEqual(before);
-    expect(leftovers(id)).toEqual([]);
-    expect(await stack.runtime.processState(id)).toBe('running');
-    await expectCounting(counter);
-  });
+    it('a cancel that arrives once the previous root is discarded lets the restore finish', async () => {
+      const { id, counter, snapshotId } = await prepare('cancel-at-commit');
+      const expected = describeTree(root(id));
+      const restored = await (async () => {
+        // What the snapshot holds: the tree as it was when prepare() took it.
+        const other = await api.createSandbox();
+        const op = await api.waitOp(await restore(snapshotId, { to: other }));
+        expect(op.status).toBe('succeeded');
+        return describeTree(root(other));
+      })();
+      expect(restored).not.toEqual(expected);
 
-  it('a cancel that arrives once the previous root is discarded lets the restore finish', async () => {
-    const { id, counter, snapshotId } = await prepare('cancel-at-commit');
-    const expected = describeTree(root(id));
-    const restored = await (async () => {
-      // What the snapshot holds: the tree as it was when prepare() took it.
-      const other = await api.createSandbox();
-      const op = await api.waitOp(await restore(snapshotId, { to: other }));
-      expect(op.status).toBe('succeeded');
-      return describeTree(root(other));
-    })();
-    expect(restored).not.toEqual(expected);
-
-    const op = await cancelWhileAt(id, snapshotId, 'restore:committed');
-    // Past the point of no return: the operation reports what happened to the sandbox.
-    expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
-    expect(describeTree(root(id))).toEqual(restored);
-    expect(leftovers(id)).toEqual([]);
-    expect(await stack.runtime.processState(id)).toBe('running');
-    await expectCounting(counter);
-  });
-});
-
-describe('fork', () => {
-  it('makes a sandbox with the source template and resources, the snapshot tree, and no sessions', async () => {
-    const src = await api.createSandbox({ resources: { cpu: 2, memory_mb: 2048 }, idle_timeout_s: 900 });
-    populateTree(root(src));
-    await api.exec(src, ['sh', '-c', 'echo hello']);
-    await api.exec(src, ['sleep', '0.1']);
-    expect((await api.call('GET', `/v1/sandboxes/${src}/sessions`)).body.sessions).toHaveLength(2);
-    const { snapshotId } = await api.snapshot(src, 'fork-me');
-    const expected = describeTree(root(src));
-    mutate(root(src));
-
-    const r = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });
-    expect(r.status, JSON.stringify(r.body)).toBe(202);
-    const newId = r.body.sandbox.id as string;
-    expect(newId).not.toBe(src);
-    expect(r.body.operation).toMatchObject({ type: 'fork', status: 'running', sandbox_id: newId, snapshot_id: snapshotId });
-    const op = await api.waitOp(r.body.operation.id);
-    expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
-    expect(op.result).toMatchObject({ sandbox_id: newId, snapshot_id: snapshotId });
-
-    const source = (await api.call('GET', `/v1/sandboxes/${src}`)).body;
-    const fork = (await api.call('GET', `/v1/sandboxes/${newId}`)).body;
-    expect(fork.template).toBe(source.template);
-    expect(fork.resources).toEqual({ cpu: 2, memory_mb: 2048 });
-    expect(fork.idle_timeout_s).toBe(900);
-    expect(fork.state).toBe('running');
-    expect(describeTree(root(newId))).toEqual(expected);
-    expect(leftovers(newId)).toEqual([]);
-    expect(await api.call('GET', `/v1/sandboxes/${newId}/sessions`)).toMatchObject({ status: 200, body: { sessions: [] } });
-    // The fork is usable.
-    expect(await api.exec(newId, ['cat', 'proj/src/main.py'])).toMatchObject({ exit_code: 0, stdout: 'print("hi")\n' });
-  });
-
-  it('a failed fork removes the half-made sandbox', async () => {
-    const src = await api.createSandbox();
-    populateBig(root(src));
-    const { snapshotId } = await api.snapshot(src, 'fork-fails');
-    const before = describeTree(root(src));
-    let faultedIn: string | undefined;
-    faults.set(snapshotId, (point, info) => {
-      if (point !== 'restore:extracting' || (info.bytes ?? 0) < 2 * MiB) return;
-      faultedIn = info.sandboxId;
-      throw injected(point);
+      const op = await cancelWhileAt(id, snapshotId, 'restore:committed');
+      // Past the point of no return: the operation reports what happened to the sandbox.
+      expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+      expect(describeTree(root(id))).toEqual(restored);
+      expect(leftovers(id)).toEqual([]);
+      expect(await stack.runtime.processState(id)).toBe('running');
+      await expectCounting(counter);
     });
-    let newId = '';
-    try {
+  });
+
+  describe('fork', () => {
+    it('makes a sandbox with the source template and resources, the snapshot tree, and no sessions', async () => {
+      const src = await api.createSandbox({ resources: { cpu: 2, memory_mb: 2048 }, idle_timeout_s: 900 });
+      populateTree(root(src));
+      await api.exec(src, ['sh', '-c', 'echo hello']);
+      await api.exec(src, ['sleep', '0.1']);
+      expect((await api.call('GET', `/v1/sandboxes/${src}/sessions`)).body.sessions).toHaveLength(2);
+      const { snapshotId } = await api.snapshot(src, 'fork-me');
+      const expected = describeTree(root(src));
+      mutate(root(src));
+
       const r = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });
-      expect(r.status).toBe(202);
-      newId = r.body.sandbox.id;
+      expect(r.status, JSON.stringify(r.body)).toBe(202);
+      const newId = r.body.sandbox.id as string;
+      expect(newId).not.toBe(src);
+      expect(r.body.operation).toMatchObject({ type: 'fork', status: 'running', sandbox_id: newId, snapshot_id: snapshotId });
       const op = await api.waitOp(r.body.operation.id);
-      expect(op.status).toBe('failed');
-      expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:extracting' });
-    } finally {
-      faults.delete(snapshotId);
-    }
-    expect(faultedIn).toBe(newId);
-    expect(await api.call('GET', `/v1/sandboxes/${newId}`)).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });
-    expect(fs.existsSync(stack.runtime.sandboxDir(newId))).toBe(false);
-    const listed = (await api.call('GET', '/v1/sandboxes')).body.sandboxes.map((s: { id: string }) => s.id);
-    expect(listed).toContain(src);
-    expect(listed).not.toContain(newId);
-    // The source is untouched and its snapshot still usable.
-    expect(describeTree(root(src))).toEqual(before);
-    expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).body.state).toBe('ready');
+      expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+      expect(op.result).toMatchObject({ sandbox_id: newId, snapshot_id: snapshotId });
+
+      const source = (await api.call('GET', `/v1/sandboxes/${src}`)).body;
+      const fork = (await api.call('GET', `/v1/sandboxes/${newId}`)).body;
+      expect(fork.template).toBe(source.template);
+      expect(fork.resources).toEqual({ cpu: 2, memory_mb: 2048 });
+      expect(fork.idle_timeout_s).toBe(900);
+      expect(fork.state).toBe('running');
+      expect(describeTree(root(newId))).toEqual(expected);
+      expect(leftovers(newId)).toEqual([]);
+      expect(await api.call('GET', `/v1/sandboxes/${newId}/sessions`)).toMatchObject({ status: 200, body: { sessions: [] } });
+      // The fork is usable.
+      expect(await api.exec(newId, ['cat', 'proj/src/main.py'])).toMatchObject({ exit_code: 0, stdout: 'print("hi")\n' });
+    });
+
+    it('a failed fork removes the half-made sandbox', async () => {
+      const src = await api.createSandbox();
+      populateBig(root(src));
+      const { snapshotId } = await api.snapshot(src, 'fork-fails');
+      const before = describeTree(root(src));
+      let faultedIn: string | undefined;
+      faults.set(snapshotId, (point, info) => {
+        if (point !== 'restore:extracting' || (info.bytes ?? 0) < 2 * MiB) return;
+        faultedIn = info.sandboxId;
+        throw injected(point);
+      });
+      let newId = '';
+      try {
+        const r = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });
+        expect(r.status).toBe(202);
+        newId = r.body.sandbox.id;
+        const op = await api.waitOp(r.body.operation.id);
+        expect(op.status).toBe('failed');
+        expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:extracting' });
+      } finally {
+        faults.delete(snapshotId);
+      }
+      expect(faultedIn).toBe(newId);
+      expect(await api.call('GET', `/v1/sandboxes/${newId}`)).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });
+      expect(fs.existsSync(stack.runtime.sandboxDir(newId))).toBe(false);
+      const listed = (await api.call('GET', '/v1/sandboxes')).body.sandboxes.map((s: { id: string }) => s.id);
+      expect(listed).toContain(src);
+      expect(listed).not.toContain(newId);
+      // The source is untouched and its snapshot still usable.
+      expect(describeTree(root(src))).toEqual(before);
+      expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).body.state).toBe('ready');
+    });
   });
-});
 
-describe('cross-account access', () => {
-  it('refuses restore and fork across accounts with 404 not_found, and changes nothing', async () => {
-    const b = await stack.newAccount('restore-b');
-    const apiB = apiClient(stack.apiUrl!, b.apiKey);
+  describe('cross-account access', () => {
+    it('refuses restore and fork across accounts with 404 not_found, and changes nothing', async () => {
+      const b = await stack.newAccount('restore-b');
+      const apiB = apiClient(stack.apiUrl!, b.apiKey);
 
-    const sandA = await api.createSandbox();
-    populateTree(root(sandA));
-    const { snapshotId: snapA } = await api.snapshot(sandA, 'a-snap');
-    const sandB = await apiB.createSandbox();
-    fs.writeFileSync(path.join(root(sandB), 'b-own'), 'b');
-    const { snapshotId: snapB } = await apiB.snapshot(sandB, 'b-snap');
-    fs.writeFileSync(path.join(root(sandA), 'a-after'), 'a');
-    const treeA = describeTree(root(sandA));
-    const treeB = describeTree(root(sandB));
-    const ops = () =>
-      stack.db.selectFrom('operations').select('id').where('account_id', 'in', [accountA, b.id]).where('type', 'in', ['restore', 'fork']).execute();
-    const opsBefore = await ops();
+      const sandA = await api.createSandbox();
+      populateTree(root(sandA));
+      const { snapshotId: snapA } = await api.snapshot(sandA, 'a-snap');
+      const sandB = await apiB.createSandbox();
+      fs.writeFileSync(path.join(root(sandB), 'b-own'), 'b');
+      const { snapshotId: snapB } = await apiB.snapshot(sandB, 'b-snap');
+      fs.writeFileSync(path.join(root(sandA), 'a-after'), 'a');
+      const treeA = describeTree(root(sandA));
+      const treeB = describeTree(root(sandB));
+      const ops = () =>
+        stack.db.selectFrom('operations').select('id').where('account_id', 'in', [accountA, b.id]).where('type', 'in', ['restore', 'fork']).execute();
+      const opsBefore = await ops();
 
-    const notFound = { status: 404, body: { error: { code: 'not_found' } } };
-    // B restores A's snapshot (into A's sandbox, and into B's own).
-    expect(await apiB.call('POST', `/v1/snapshots/${snapA}/restore`, {})).toMatchObject(notFound);
-    expect(await apiB.call('POST', `/v1/snapshots/${snapA}/restore`, { to: sandB })).toMatchObject(notFound);
-    // A restores its own snapshot into B's sandbox.
-    expect(await api.call('POST', `/v1/snapshots/${snapA}/restore`, { to: sandB })).toMatchObject(notFound);
-    // B restores its own snapshot into A's sandbox.
-    expect(await apiB.call('POST', `/v1/snapshots/${snapB}/restore`, { to: sandA })).toMatchObject(notFound);
-    // Fork across accounts, both ways.
-    expect(await apiB.call('POST', '/v1/sandboxes', { from_snapshot: snapA })).toMatchObject(notFound);
-    expect(await api.call('POST', '/v1/sandboxes', { from_snapshot: snapB })).toMatchObject(notFound);
+      const notFound = { status: 404, body: { error: { code: 'not_found' } } };
+      // B restores A's snapshot (into A's sandbox, and into B's own).
+      expect(await apiB.call('POST', `/v1/snapshots/${snapA}/restore`, {})).toMatchObject(notFound);
+      expect(await apiB.call('POST', `/v1/snapshots/${snapA}/restore`, { to: sandB })).toMatchObject(notFound);
+      // A restores its own snapshot into B's sandbox.
+      expect(await api.call('POST', `/v1/snapshots/${snapA}/restore`, { to: sandB })).toMatchObject(notFound);
+      // B restores its own snapshot into A's sandbox.
+      expect(await apiB.call('POST', `/v1/snapshots/${snapB}/restore`, { to: sandA })).toMatchObject(notFound);
+      // Fork across accounts, both ways.
+      expect(await apiB.call('POST', '/v1/sandboxes', { from_snapshot: snapA })).toMatchObject(notFound);
+      expect(await api.call('POST', '/v1/sandboxes', { from_snapshot: snapB })).toMatchObject(notFound);
 
-    expect(await ops()).toEqual(opsBefore);
-    expect((await apiB.call('GET', '/v1/sandboxes')).body.sandboxes.map((s: { id: string }) => s.id)).toEqual([sandB]);
-    await sleep(500);
-    expect(describeTree(root(sandA))).toEqual(treeA);
-    expect(describeTree(root(sandB))).toEqual(treeB);
+      expect(await ops()).toEqual(opsBefore);
+      expect((await apiB.call('GET', '/v1/sandboxes')).body.sandboxes.map((s: { id: string }) => s.id)).toEqual([sandB]);
+      await sleep(500);
+      expect(describeTree(root(sandA))).toEqual(treeA);
+      expect(describeTree(root(sandB))).toEqual(treeB);
+    });
   });
 });

@@ -13,100 +13,102 @@ const armed = new Set<string>();
 let stack: TestStack;
 let api: ReturnType<typeof apiClient>;
 
-beforeAll(async () => {
-  stack = await startStack({
-    store: 's3',
-    catalog: 'postgres',
-    api: true,
-    faultHook: (point, info) => {
-      // Fails once the first multipart part is in S3, so the rollback must remove a real partial upload.
-      if (point === 'upload:progress' && info.sandboxId && armed.has(info.sandboxId) && (info.bytes ?? 0) > 6 * 1024 * 1024) {
-        throw ApplicationFailure.create({ type: 'injected_fault', message: 'injected fault: upload:progress', nonRetryable: true });
-      }
-    },
+describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
+  beforeAll(async () => {
+    stack = await startStack({
+      store: storeKind,
+      catalog: 'postgres',
+      api: true,
+      faultHook: (point, info) => {
+        // Fails once the first multipart part is in S3, so the rollback must remove a real partial upload.
+        if (point === 'upload:progress' && info.sandboxId && armed.has(info.sandboxId) && (info.bytes ?? 0) > 6 * 1024 * 1024) {
+          throw ApplicationFailure.create({ type: 'injected_fault', message: 'injected fault: upload:progress', nonRetryable: true });
+        }
+      },
+    });
+    const acct = await stack.newAccount();
+    api = apiClient(stack.apiUrl!, acct.apiKey);
   });
-  const acct = await stack.newAccount();
-  api = apiClient(stack.apiUrl!, acct.apiKey);
-});
-afterAll(async () => stack?.close());
+  afterAll(async () => stack?.close());
 
-async function download(key: string, file: string) {
-  await pipeline(await stack.store.get(key), fs.createWriteStream(file));
-}
+  async function download(key: string, file: string) {
+    await pipeline(await stack.store.get(key), fs.createWriteStream(file));
+  }
 
-async function counter(sandboxId: string): Promise<string> {
-  return fs.readFileSync(path.join(stack.runtime.rootDir(sandboxId), 'counter'), 'utf8');
-}
+  async function counter(sandboxId: string): Promise<string> {
+    return fs.readFileSync(path.join(stack.runtime.rootDir(sandboxId), 'counter'), 'utf8');
+  }
 
-describe('createSnapshot and deleteSnapshot on Temporal, PostgreSQL and S3', () => {
-  it('reaches ready with the stored size and sha256, and the archive equals the sandbox byte for byte', async () => {
-    const id = await api.createSandbox();
-    populateTree(stack.runtime.rootDir(id));
-    const { op, snapshotId } = await api.snapshot(id, 'golden');
-    expect(op.status).toBe('succeeded');
+  describe('createSnapshot and deleteSnapshot on Temporal and PostgreSQL', () => {
+    it('reaches ready with the stored size and sha256, and the archive equals the sandbox byte for byte', async () => {
+      const id = await api.createSandbox();
+      populateTree(stack.runtime.rootDir(id));
+      const { op, snapshotId } = await api.snapshot(id, 'golden');
+      expect(op.status).toBe('succeeded');
 
-    const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
-    expect(snap.state).toBe('ready');
-    expect(snap.kind).toBe('manual');
-    const row = await getSnapshot(stack.db, snapshotId);
-    const file = path.join(stack.dir, `${snapshotId}.tar.zst`);
-    await download(row!.object_key, file);
-    expect(snap.size_bytes).toBe(fs.statSync(file).size);
-    expect(snap.sha256).toBe(sha256File(file));
-    expect(op.result).toEqual({ snapshot_id: snapshotId, size_bytes: snap.size_bytes, sha256: snap.sha256 });
+      const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
+      expect(snap.state).toBe('ready');
+      expect(snap.kind).toBe('manual');
+      const row = await getSnapshot(stack.db, snapshotId);
+      const file = path.join(stack.dir, `${snapshotId}.tar.zst`);
+      await download(row!.object_key, file);
+      expect(snap.size_bytes).toBe(fs.statSync(file).size);
+      expect(snap.sha256).toBe(sha256File(file));
+      expect(op.result).toEqual({ snapshot_id: snapshotId, size_bytes: snap.size_bytes, sha256: snap.sha256 });
 
-    const out = path.join(stack.dir, `extract-${snapshotId}`);
-    gnuExtract(file, out, 'zstd');
-    const expected = describeTree(stack.runtime.rootDir(id));
-    expect(describeTree(out)).toEqual(expected);
-    // The cases that matter are really in the comparison.
-    expect(expected).toContainEqual({ path: 'empty-dir', type: 'dir', mode: 0o755 });
-    expect(expected).toContainEqual({ path: 'link-to-main', type: 'symlink', mode: 0, target: 'proj/src/main.py' });
-    expect(expected.find((e) => e.path === 'proj/secret.txt')?.mode).toBe(0o600);
-    expect(expected.find((e) => e.path === 'proj/src/main.py')?.mode).toBe(0o755);
-  });
+      const out = path.join(stack.dir, `extract-${snapshotId}`);
+      gnuExtract(file, out, 'zstd');
+      const expected = describeTree(stack.runtime.rootDir(id));
+      expect(describeTree(out)).toEqual(expected);
+      // The cases that matter are really in the comparison.
+      expect(expected).toContainEqual({ path: 'empty-dir', type: 'dir', mode: 0o755 });
+      expect(expected).toContainEqual({ path: 'link-to-main', type: 'symlink', mode: 0, target: 'proj/src/main.py' });
+      expect(expected.find((e) => e.path === 'proj/secret.txt')?.mode).toBe(0o600);
+      expect(expected.find((e) => e.path === 'proj/src/main.py')?.mode).toBe(0o755);
+    });
 
-  it('delete marks the snapshot deleted and removes its object', async () => {
-    const id = await api.createSandbox();
-    const { snapshotId } = await api.snapshot(id, 'to-delete');
-    const key = (await getSnapshot(stack.db, snapshotId))!.object_key;
-    expect(await stack.store.head(key)).not.toBeNull();
+    it('delete marks the snapshot deleted and removes its object', async () => {
+      const id = await api.createSandbox();
+      const { snapshotId } = await api.snapshot(id, 'to-delete');
+      const key = (await getSnapshot(stack.db, snapshotId))!.object_key;
+      expect(await stack.store.head(key)).not.toBeNull();
 
-    const del = await api.call('DELETE', `/v1/snapshots/${snapshotId}`);
-    expect(del.status).toBe(202);
-    const op = await api.waitOp(del.body.operation.id);
-    expect(op.status).toBe('succeeded');
-    expect(await stack.store.head(key)).toBeNull();
-    expect((await getSnapshot(stack.db, snapshotId))!.state).toBe('deleted');
-    expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).status).toBe(404);
-    // The name is free again once its snapshot is gone.
-    expect((await api.snapshot(id, 'to-delete')).op.status).toBe('succeeded');
-  });
+      const del = await api.call('DELETE', `/v1/snapshots/${snapshotId}`);
+      expect(del.status).toBe(202);
+      const op = await api.waitOp(del.body.operation.id);
+      expect(op.status).toBe('succeeded');
+      expect(await stack.store.head(key)).toBeNull();
+      expect((await getSnapshot(stack.db, snapshotId))!.state).toBe('deleted');
+      expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).status).toBe(404);
+      // The name is free again once its snapshot is gone.
+      expect((await api.snapshot(id, 'to-delete')).op.status).toBe('succeeded');
+    });
 
-  it('a failure injected mid-upload leaves no object, a failed snapshot, and the processes running', async () => {
-    const id = await api.createSandbox();
-    // Random bytes do not compress, so the archive is larger than one 5 MiB part.
-    fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(12 * 1024 * 1024));
-    await api.exec(id, ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'], true);
-    armed.add(id);
+    it('a failure injected mid-upload leaves no object, a failed snapshot, and the processes running', async () => {
+      const id = await api.createSandbox();
+      // Random bytes do not compress, so the archive is larger than one 5 MiB part.
+      fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(12 * 1024 * 1024));
+      await api.exec(id, ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'], true);
+      armed.add(id);
 
-    const r = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'doomed' });
-    expect(r.status).toBe(202);
-    const op = await api.waitOp(r.body.operation.id);
-    expect(op.status).toBe('failed');
-    expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: upload:progress' });
+      const r = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'doomed' });
+      expect(r.status).toBe(202);
+      const op = await api.waitOp(r.body.operation.id);
+      expect(op.status).toBe('failed');
+      expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: upload:progress' });
 
-    const snap = (await api.call('GET', `/v1/snapshots/${r.body.snapshot.id}`)).body;
-    expect(snap.state).toBe('failed');
-    expect(snap.error.code).toBe('injected_fault');
-    const key = (await getSnapshot(stack.db, r.body.snapshot.id))!.object_key;
-    expect(await stack.store.head(key)).toBeNull();
-    expect(await stack.store.abortIncomplete(key)).toBe(0);
+      const snap = (await api.call('GET', `/v1/snapshots/${r.body.snapshot.id}`)).body;
+      expect(snap.state).toBe('failed');
+      expect(snap.error.code).toBe('injected_fault');
+      const key = (await getSnapshot(stack.db, r.body.snapshot.id))!.object_key;
+      expect(await stack.store.head(key)).toBeNull();
+      expect(await stack.store.abortIncomplete(key)).toBe(0);
 
-    expect(await stack.runtime.processState(id)).toBe('running');
-    const before = await counter(id);
-    await new Promise((res) => setTimeout(res, 400));
-    expect(await counter(id)).not.toBe(before);
-    armed.delete(id);
+      expect(await stack.runtime.processState(id)).toBe('running');
+      const before = await counter(id);
+      await new Promise((res) => setTimeout(res, 400));
+      expect(await counter(id)).not.toBe(before);
+      armed.delete(id);
+    });
   });
 });

@@ -1,10 +1,11 @@
 import { pipeline } from 'node:stream/promises';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
-import { unpackSnapshot } from '../archive/snapshot-format.js';
+import { unpackSnapshot, unpackSnapshotFile, type Tools } from '../archive/snapshot-format.js';
 import { prepareStaging, removeStaging } from '../sandbox/root-swap.js';
 import { progressReporter } from './progress.js';
 import { createMeter } from './stream-meter.js';
+import { followFile } from './file-follower.js';
 import { CagedError } from '../shared/errors.js';
 
 export interface StageSnapshotInput {
@@ -17,9 +18,9 @@ export interface StageSnapshotInput {
 }
 
 /**
- * Streams a snapshot from the store into a staging directory beside the sandbox's root, hashing
- * it on the way. The root itself is not touched: a failure, a cancellation or a checksum mismatch
- * only removes the staging directory.
+ * Extracts a snapshot from the store into a staging directory beside the sandbox's root, hashing
+ * it on the way; the hash is checked before the caller swaps anything. The root itself is not
+ * touched: a failure, a cancellation or a checksum mismatch only removes the staging directory.
  */
 export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInput): Promise<void> {
   const { store, runtime, db } = deps;
@@ -32,19 +33,29 @@ export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInpu
     progress,
     hook: hook && ((bytes) => hook('restore:extracting', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes })),
   });
-  const unpack = unpackSnapshot(dest, signal);
+  let unpack: Tools | undefined;
   try {
-    const body = await store.get(input.objectKey, { signal });
-    await Promise.all([pipeline(body, meter.stream, unpack.stream, { signal }), unpack.done]);
+    if (store.local) {
+      // zstd reads the object file itself; this process hashes the same file through one reused buffer.
+      const file = await store.local.objectFile(input.objectKey);
+      const tools = (unpack = unpackSnapshotFile(file, dest, signal));
+      const hashing = followFile(file, { writerDone: Promise.resolve(), onChunk: (chunk) => meter.take(chunk), signal });
+      hashing.catch(() => tools.kill());
+      await Promise.all([hashing, tools.done]);
+    } else {
+      const tools = (unpack = unpackSnapshot(dest, signal));
+      const body = await store.get(input.objectKey, { signal });
+      await Promise.all([pipeline(body, meter.stream, tools.stream, { signal }), tools.done]);
+    }
     const actual = meter.digest();
     if (actual !== input.sha256) {
       throw new CagedError('checksum_mismatch', `snapshot ${input.snapshotId} is corrupt: sha256 ${actual} != recorded ${input.sha256}`);
     }
   } catch (err) {
-    unpack.kill();
+    unpack?.kill();
     // tar may still be creating files until it is gone; removing the staging directory under it
     // could fail with ENOTEMPTY and report that instead of the real failure.
-    await unpack.done.catch(() => {});
+    await unpack?.done.catch(() => {});
     // The saga's rollbackRoot removes it too, so a failed removal must not hide the cause.
     await removeStaging(sandboxDir, input.operationId).catch(() => {});
     throw err;

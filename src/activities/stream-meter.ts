@@ -14,9 +14,9 @@ export interface MeterOptions {
 }
 
 /**
- * The pass-through every data mover puts in its pipeline: it hashes and counts what flows, reports
- * progress, enforces limits per chunk and remembers the first failure (what follows it, such as a
- * broken pipe or an aborted upload, is noise).
+ * What every data mover counts: it hashes and counts what flows, reports progress, enforces limits
+ * per chunk and remembers the first failure (what follows it, such as a broken pipe or an aborted
+ * upload, is noise). Streams pass through `stream`; a mover that reads a file itself calls `take`.
  */
 export function createMeter(o: MeterOptions = {}) {
   const hash = createHash('sha256');
@@ -24,6 +24,12 @@ export function createMeter(o: MeterOptions = {}) {
   let firstError: Error | undefined;
   let pending: Buffer[] = [];
   let pendingBytes = 0;
+  const account = (chunk: Buffer): Error | undefined => {
+    bytes += chunk.length;
+    hash.update(chunk);
+    o.progress?.add(chunk.length);
+    return o.check?.(bytes);
+  };
   const takePending = () => {
     const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
     pending = [];
@@ -39,10 +45,7 @@ export function createMeter(o: MeterOptions = {}) {
   };
   const stream = new Transform({
     transform(chunk: Buffer, _enc, cb) {
-      bytes += chunk.length;
-      hash.update(chunk);
-      o.progress?.add(chunk.length);
-      const err = o.check?.(bytes);
+      const err = account(chunk);
       if (err) return cb(err);
       if (!o.hook) return forward(chunk, cb);
       const at = bytes;
@@ -59,6 +62,12 @@ export function createMeter(o: MeterOptions = {}) {
   stream.once('error', (err) => (firstError ??= err));
   return {
     stream,
+    /** Accounts for a chunk outside the stream (the caller may reuse its buffer afterwards); rejects on a crossed limit or a failing hook. */
+    async take(chunk: Buffer): Promise<void> {
+      const err = account(chunk);
+      if (err) throw (firstError ??= err);
+      await o.hook?.(bytes);
+    },
     get bytes() {
       return bytes;
     },

@@ -1,10 +1,8 @@
-import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { ActivityDeps } from '../activities/deps.js';
 import { createHostActivities, createSharedActivities } from '../activities/index.js';
 import { hostTaskQueue } from '../shared/definitions.js';
-
-export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+import { bundleWorkflowsInChild } from './workflow-bundle.js';
 
 /**
  * Heartbeats reach the server at least this often (the SDK's default is 80% of the heartbeat
@@ -18,7 +16,7 @@ export interface WorkerSetup {
   namespace: string;
   taskQueue: string;
   hostId: string;
-  /** A pre-built bundle (tests build one per run); otherwise the workflows are bundled here. */
+  /** A pre-built bundle (tests build one per run); otherwise a child process bundles the workflows. */
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** Serve only the host queue (a host that runs sandboxes but not workflows). */
   hostOnly?: boolean;
@@ -36,7 +34,7 @@ export async function createWorkers(deps: ActivityDeps, s: WorkerSetup): Promise
         connection: s.connection,
         namespace: s.namespace,
         taskQueue: s.taskQueue,
-        ...(s.workflowBundle ? { workflowBundle: s.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+        workflowBundle: s.workflowBundle ?? (await bundleWorkflowsInChild()),
         activities: createSharedActivities(deps),
         maxHeartbeatThrottleInterval: HEARTBEAT_FLUSH,
       }),

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 
 /**
  * Snapshots are POSIX tar streams compressed with zstd. The packer runs GNU tar and zstd as child
@@ -9,11 +9,14 @@ import type { Readable, Writable } from 'node:stream';
  */
 export const SNAPSHOT_EXTENSION = '.tar.zst';
 
-export interface ToolProcess<S extends Readable | Writable> {
-  stream: S;
-  /** Resolves when the process exits 0; rejects with its stderr otherwise. */
+export interface Tools {
+  /** Resolves when every process exited 0; rejects with their stderr otherwise. */
   done: Promise<void>;
   kill(): void;
+}
+
+export interface ToolProcess<S extends Readable | Writable> extends Tools {
+  stream: S;
 }
 
 function supervise(child: ChildProcess, what: string, signal?: AbortSignal): Promise<void> {
@@ -34,46 +37,76 @@ function supervise(child: ChildProcess, what: string, signal?: AbortSignal): Pro
   });
 }
 
-/** `tar -c` of everything under root (numeric owners, modes, symlinks, empty dirs), zstd -1 multi-threaded. */
-export function packSnapshot(root: string, signal?: AbortSignal): ToolProcess<Readable> {
-  const child = spawn(
-    'tar',
-    ['--create', '--file=-', '--numeric-owner', '--sparse', '--use-compress-program=zstd -1 -T0 -q', '-C', root, '.'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  return { stream: child.stdout!, done: supervise(child, 'tar (pack)', signal), kill: () => child.kill('SIGKILL') };
-}
+const TAR_CREATE = ['--create', '--file=-', '--numeric-owner', '--sparse'];
+const TAR_EXTRACT = ['--extract', '--file=-', '--numeric-owner', '--same-permissions'];
+const ZSTD_PACK = ['-1', '-T0', '-q', '-c'];
+const ZSTD_UNPACK = ['-d', '-q', '-c'];
+
+type Io = 'pipe' | 'ignore' | number;
 
 /**
- * Extracts a snapshot stream into an empty directory; the caller writes the stream to `stream`.
- * zstd and tar run as two children joined by a pipe: with --use-compress-program, GNU tar adds a
- * process that copies the archive to zstd in 10 KiB records, which doubled the CPU of a restore.
+ * Runs `first | second` as two children joined by a pipe this process never touches; `input` is
+ * the first one's stdin, `output` the second one's stdout (a pipe, or a file descriptor).
+ * Both are supervised: done rejects with both tools' errors when one fails (the other usually
+ * follows with EOF or a broken pipe), tar's first: its errors say what went wrong.
  */
-export function unpackSnapshot(dest: string, signal?: AbortSignal): ToolProcess<Writable> {
-  const zstd = spawn('zstd', ['-d', '-q', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const zstdDone = supervise(zstd, 'zstd (unpack)', signal);
-  let tar: ChildProcess | undefined;
-  let tarDone: Promise<void>;
+function pipeTools(first: [string, string[], string], second: [string, string[], string], input: Io, output: Io, signal?: AbortSignal) {
+  const a = spawn(first[0], first[1], { stdio: [input, 'pipe', 'pipe'] });
+  const aDone = supervise(a, first[2], signal);
+  let b: ChildProcess | undefined;
+  let bDone: Promise<void>;
   try {
-    tar = spawn('tar', ['--extract', '--file=-', '--numeric-owner', '--same-permissions', '-C', dest], { stdio: [zstd.stdout!, 'ignore', 'pipe'] });
-    tarDone = supervise(tar, 'tar (unpack)', signal);
+    b = spawn(second[0], second[1], { stdio: [a.stdout!, output, 'pipe'] });
+    bDone = supervise(b, second[2], signal);
   } catch (err) {
-    tarDone = Promise.reject(err);
+    bDone = Promise.reject(err);
   } finally {
-    // tar holds the pipe's read end now; this process must neither read nor keep it open.
-    zstd.stdout!.destroy();
+    // The second tool holds the pipe's read end now; this process must neither read nor keep it open.
+    a.stdout!.destroy();
   }
-  const done = Promise.allSettled([tarDone, zstdDone]).then(([t, z]) => {
-    // When one fails the other usually follows (EOF, broken pipe): report both, tar's first.
-    const errors = [t, z].flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
+  const kill = () => {
+    a.kill('SIGKILL');
+    b?.kill('SIGKILL');
+  };
+  const ordered: [Promise<void>, Promise<void>] = first[0] === 'tar' ? [aDone, bDone] : [bDone, aDone];
+  const done = Promise.allSettled(ordered).then((results) => {
+    const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new Error(errors.map((e) => e.message).join('; '));
   });
-  const kill = () => {
-    zstd.kill('SIGKILL');
-    tar?.kill('SIGKILL');
-  };
-  return { stream: zstd.stdin!, done, kill };
+  if (!b) kill();
+  return { first: a, second: b, done, kill };
+}
+
+/*
+ * Packing is `tar -c` of everything under root (numeric owners, modes, symlinks, empty dirs) piped
+ * into zstd -1 multi-threaded; unpacking is zstd -d piped into tar -x. Always two children, never
+ * tar's --use-compress-program: with that, GNU tar adds a process that copies every compressed
+ * byte in 10 KiB records, which doubled the CPU of a restore.
+ */
+
+/** Packs root; the archive comes out of `stream`. */
+export function packSnapshot(root: string, signal?: AbortSignal): ToolProcess<Readable> {
+  const p = pipeTools(['tar', [...TAR_CREATE, '-C', root, '.'], 'tar (pack)'], ['zstd', ZSTD_PACK, 'zstd (pack)'], 'ignore', 'pipe', signal);
+  return { stream: p.second?.stdout ?? Readable.from([]), done: p.done, kill: p.kill };
+}
+
+/** Packs root straight into an open file (the store's staged object): no byte passes through this process. */
+export function packSnapshotToFile(root: string, fd: number, signal?: AbortSignal): Tools {
+  const p = pipeTools(['tar', [...TAR_CREATE, '-C', root, '.'], 'tar (pack)'], ['zstd', ZSTD_PACK, 'zstd (pack)'], 'ignore', fd, signal);
+  return { done: p.done, kill: p.kill };
+}
+
+/** Extracts a snapshot into an empty directory; the caller writes the archive to `stream`. */
+export function unpackSnapshot(dest: string, signal?: AbortSignal): ToolProcess<Writable> {
+  const p = pipeTools(['zstd', ZSTD_UNPACK, 'zstd (unpack)'], ['tar', [...TAR_EXTRACT, '-C', dest], 'tar (unpack)'], 'pipe', 'ignore', signal);
+  return { stream: p.first.stdin!, done: p.done, kill: p.kill };
+}
+
+/** Extracts the snapshot in a local file into an empty directory; zstd reads the file itself. */
+export function unpackSnapshotFile(file: string, dest: string, signal?: AbortSignal): Tools {
+  const p = pipeTools(['zstd', [...ZSTD_UNPACK, '--', file], 'zstd (unpack)'], ['tar', [...TAR_EXTRACT, '-C', dest], 'tar (unpack)'], 'ignore', 'ignore', signal);
+  return { done: p.done, kill: p.kill };
 }
 
 /** zstd → gzip transcoder for exports: reads a snapshot on stdin, writes .tar.gz on stdout. */

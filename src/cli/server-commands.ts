@@ -25,4 +25,9 @@ export function serverCommands(program: Command): void {
     .command('worker')
     .description('run a Temporal worker')
     .action(() => run('../app/worker-main.js', 'runWorker'));
+  // Used by the worker, which bundles its workflows in a child process to keep webpack out of its heap.
+  program
+    .command('bundle-workflows', { hidden: true })
+    .description('print the bundled workflow code')
+    .action(() => run('../app/workflow-bundle.js', 'printWorkflowBundle'));
 }

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
 import { historyFromJSON } from '@temporalio/common/lib/proto-utils.js';
-import { WORKFLOWS_PATH } from '../app/worker.js';
+import { WORKFLOWS_PATH } from '../app/workflow-bundle.js';
 
 export interface ReplayOutcome {
   file: string;

@@ -26,9 +26,31 @@ export interface BlobStore {
   list(prefix: string): AsyncIterable<BlobInfo>;
   /** Removes what an interrupted put() of this key left behind (multipart uploads, temp files); returns how many. */
   abortIncomplete(key: string): Promise<number>;
+  /** Present when objects are files on this machine (fs): data movers then let their tools read and write them directly. */
+  readonly local?: LocalObjects;
   /** A URL anyone can GET until it expires, when the store can sign one itself (S3); undefined otherwise. */
   presignGet?(key: string, expiresInSeconds: number, downloadName: string): Promise<string>;
   close?(): Promise<void>;
+}
+
+export interface LocalObjects {
+  /** The file that holds the object under `key`; rejects with CagedError('not_found') like get(). */
+  objectFile(key: string): Promise<string>;
+  /**
+   * A new, empty temp file for `key`, open for writing. publish() makes it the object durably
+   * (fsync, rename, fsync of the directory); discard() removes it. Until publish() nothing is
+   * visible under the key, and abortIncomplete(key) removes what a crash left.
+   */
+  stage(key: string): Promise<StagedObject>;
+}
+
+export interface StagedObject {
+  path: string;
+  /** The open descriptor, for a child process to write to. */
+  fd: number;
+  publish(): Promise<{ size: number }>;
+  /** Idempotent; a no-op after publish(). */
+  discard(): Promise<void>;
 }
 
 export function assertValidKey(key: string): void {

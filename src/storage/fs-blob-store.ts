@@ -3,7 +3,14 @@ import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { CagedError } from '../shared/errors.js';
-import { assertValidKey, type BlobInfo, type BlobStore, type PutOptions } from './blob-store.js';
+import { assertValidKey, type BlobInfo, type BlobStore, type LocalObjects, type PutOptions } from './blob-store.js';
+
+interface Staged {
+  path: string;
+  handle: FileHandle;
+  publish(): Promise<{ size: number }>;
+  discard(): Promise<void>;
+}
 
 const PARTIAL_MARK = '.partial-';
 
@@ -16,31 +23,71 @@ export class FsBlobStore implements BlobStore {
 
   constructor(private readonly rootDir: string) {}
 
+  readonly local: LocalObjects = {
+    objectFile: async (key) => {
+      const file = this.pathOf(key);
+      const st = await fs.stat(file).catch((err: unknown) => {
+        if (isMissing(err)) return undefined;
+        throw err;
+      });
+      if (!st?.isFile()) throw notFound(key);
+      return file;
+    },
+    stage: async (key) => {
+      const staged = await this.stage(key);
+      return { path: staged.path, fd: staged.handle.fd, publish: staged.publish, discard: staged.discard };
+    },
+  };
+
   async put(key: string, body: Readable, opts: PutOptions = {}): Promise<{ size: number }> {
-    const file = this.pathOf(key);
-    if (path.basename(file).includes(PARTIAL_MARK)) throw new Error(`invalid blob key: ${JSON.stringify(key)}`);
     const { signal } = opts;
     // Destroying the body is what unblocks the read loop when the producer has stalled.
     const onAbort = () => body.destroy(signal?.reason ?? new DOMException('put aborted', 'AbortError'));
-    let tmp: string | undefined;
+    let staged: Staged | undefined;
     try {
       signal?.throwIfAborted();
       signal?.addEventListener('abort', onAbort, { once: true });
-      await fs.mkdir(path.dirname(file), { recursive: true });
-      tmp = `${file}${PARTIAL_MARK}${randomBytes(6).toString('hex')}`;
-      const size = await writeDurably(tmp, body);
+      staged = await this.stage(key);
+      await writeAll(staged.handle, body);
       signal?.throwIfAborted();
-      await fs.rename(tmp, file);
-      tmp = undefined;
-      await fsyncDir(path.dirname(file));
-      return { size };
+      return await staged.publish();
     } catch (err) {
       body.destroy();
-      if (tmp) await fs.rm(tmp, { force: true });
+      await staged?.discard();
       throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /** A temp file beside the object's path; published by fsync + rename + fsync of the directory. */
+  private async stage(key: string): Promise<Staged> {
+    const file = this.pathOf(key);
+    if (path.basename(file).includes(PARTIAL_MARK)) throw new Error(`invalid blob key: ${JSON.stringify(key)}`);
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    const tmp = `${file}${PARTIAL_MARK}${randomBytes(6).toString('hex')}`;
+    const handle = await fs.open(tmp, 'wx');
+    let state: 'open' | 'published' | 'discarded' = 'open';
+    return {
+      path: tmp,
+      handle,
+      publish: async () => {
+        if (state !== 'open') throw new Error(`staged object ${key} was already ${state}`);
+        await handle.sync();
+        const { size } = await handle.stat();
+        await handle.close();
+        await fs.rename(tmp, file);
+        state = 'published';
+        await fsyncDir(path.dirname(file));
+        return { size };
+      },
+      discard: async () => {
+        if (state !== 'open') return;
+        state = 'discarded';
+        await handle.close().catch(() => {});
+        await fs.rm(tmp, { force: true });
+      },
+    };
   }
 
   async get(key: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> {
@@ -136,19 +183,29 @@ export class FsBlobStore implements BlobStore {
   }
 }
 
-async function writeDurably(file: string, body: Readable): Promise<number> {
-  const handle = await fs.open(file, 'wx');
+/**
+ * The kernel keeps gigabytes of dirty pages before it starts writeback on its own, so a single
+ * fsync at the end would write the whole object while nothing else happens. Flushing in the
+ * background every 32 MiB overlaps the disk with the producer and leaves the final fsync a tail.
+ */
+const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
+
+async function writeAll(handle: FileHandle, body: Readable): Promise<void> {
+  let unflushed = 0;
+  let flushing: Promise<void> | undefined;
   try {
-    let size = 0;
     for await (const chunk of body) {
       const buf: Buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       await handle.write(buf);
-      size += buf.byteLength;
+      unflushed += buf.byteLength;
+      if (unflushed >= FLUSH_EVERY_BYTES && !flushing) {
+        unflushed = 0;
+        flushing = handle.datasync().finally(() => (flushing = undefined));
+      }
     }
-    await handle.sync();
-    return size;
+    await flushing;
   } finally {
-    await handle.close();
+    await flushing?.catch(() => {});
   }
 }
 

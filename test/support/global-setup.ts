@@ -8,8 +8,7 @@ import type { TestProject } from 'vitest/node';
 import { startTemporalDevServer, type DevServer } from '../../src/runtime/temporal-dev-server.js';
 import { freePort, waitForPort, stopChild } from '../../src/runtime/child-process.js';
 import { motoServerPath } from '../../src/runtime/tools.js';
-import { bundleWorkflowCode } from '@temporalio/worker';
-import { WORKFLOWS_PATH } from '../../src/app/worker.js';
+import { bundleWorkflows } from '../../src/app/workflow-bundle.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -61,8 +60,7 @@ export default async function setup(project: TestProject) {
     project.provide('databaseUrl', u.toString());
     project.provide('logDir', logDir);
     // Bundled once per run: bundling in every test file exhausts wasm memory (sdk-typescript #714).
-    const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
-    project.provide('workflowCode', bundle.code);
+    project.provide('workflowCode', await bundleWorkflows());
   } catch (err) {
     if (temporal) await temporal.stop();
     if (moto) await stopChild(moto);
@@ -78,5 +76,3 @@ export default async function setup(project: TestProject) {
   };
 }
 
-const noop = () => {};
-const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m), log: noop };
