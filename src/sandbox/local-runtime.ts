@@ -10,6 +10,7 @@ import { bootId, groupMembers, isDead, isQuiesced, isStopped, readProcStat } fro
 import { deleteSandboxFile, readSandboxFile, writeSandboxFile } from './sandbox-files.js';
 import { assertSandboxId, TEMPLATE_NAME_RE } from './sandbox-paths.js';
 import type { ExecResult, ProcessState, SandboxRuntime, SandboxSpec } from './runtime.js';
+import { removeTree } from './remove-tree.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -97,7 +98,7 @@ export class LocalSandboxRuntime implements SandboxRuntime {
     try {
       await fs.rename(staging, this.rootDir(spec.id));
     } catch (err) {
-      await fs.rm(staging, { recursive: true, force: true });
+      await removeTree(staging);
       // A concurrent create won the race; its root is as good as ours.
       if (!(await this.exists(spec.id))) throw err;
     }
@@ -117,7 +118,7 @@ export class LocalSandboxRuntime implements SandboxRuntime {
     }
     const socket = await agentSocketPath(dir);
     if (path.dirname(socket) !== dir) await fs.rm(socket, { force: true });
-    await fs.rm(dir, { recursive: true, force: true });
+    await removeTree(dir);
   }
 
   async pause(id: string): Promise<void> {
@@ -208,7 +209,7 @@ export class LocalSandboxRuntime implements SandboxRuntime {
 
   private async removeLeftoverCopies(dir: string): Promise<void> {
     for (const entry of await fs.readdir(dir)) {
-      if (entry.startsWith('root.creating-')) await fs.rm(path.join(dir, entry), { recursive: true, force: true });
+      if (entry.startsWith('root.creating-')) await removeTree(path.join(dir, entry));
     }
   }
 

@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { removeTree } from './remove-tree.js';
 
 /**
  * Replacing a sandbox's root: the new tree is built in a staging directory beside the root, then
@@ -20,13 +21,13 @@ async function exists(p: string): Promise<boolean> {
 /** A fresh, empty staging directory (whatever an earlier attempt left is removed). */
 export async function prepareStaging(sandboxDir: string, operationId: string): Promise<string> {
   const dir = stagingDir(sandboxDir, operationId);
-  await fs.rm(dir, { recursive: true, force: true });
+  await removeTree(dir);
   await fs.mkdir(dir, { recursive: true, mode: 0o755 });
   return dir;
 }
 
 export async function removeStaging(sandboxDir: string, operationId: string): Promise<void> {
-  await fs.rm(stagingDir(sandboxDir, operationId), { recursive: true, force: true });
+  await removeTree(stagingDir(sandboxDir, operationId));
 }
 
 export async function swapIn(sandboxDir: string, operationId: string): Promise<void> {
@@ -51,10 +52,10 @@ export async function rollbackSwap(sandboxDir: string, operationId: string): Pro
   if (await exists(previous)) {
     if (await exists(root)) {
       const discard = `${root}.discard-${operationId}`;
-      await fs.rm(discard, { recursive: true, force: true });
+      await removeTree(discard);
       await fs.rename(root, discard);
       await fs.rename(previous, root);
-      await fs.rm(discard, { recursive: true, force: true });
+      await removeTree(discard);
     } else {
       await fs.rename(previous, root);
     }
@@ -64,6 +65,6 @@ export async function rollbackSwap(sandboxDir: string, operationId: string): Pro
 
 /** After success: the previous root is no longer needed. */
 export async function commitSwap(sandboxDir: string, operationId: string): Promise<void> {
-  await fs.rm(previousDir(sandboxDir, operationId), { recursive: true, force: true });
+  await removeTree(previousDir(sandboxDir, operationId));
   await removeStaging(sandboxDir, operationId);
 }

@@ -1,0 +1,22 @@
+import { spawn } from 'node:child_process';
+
+/**
+ * Deletes a directory tree (missing is fine) with `rm -rf`. A sandbox root holds tens of thousands
+ * of files: Node's recursive fs.rm takes several times longer on such a tree and allocates for
+ * every entry, which showed as ~100 MB of worker memory while a 4 GiB root was removed.
+ * --one-file-system keeps it from descending into anything mounted inside the tree.
+ */
+export function removeTree(dir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('rm', ['-rf', '--one-file-system', '--', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      if (stderr.length < 4096) stderr += d;
+    });
+    child.once('error', reject);
+    child.once('close', (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(`removing ${dir} failed (${signal ?? `exit ${code}`}): ${stderr.trim() || 'no output'}`));
+    });
+  });
+}
