@@ -105,6 +105,33 @@ function syncDisks(): void {
   spawnSync('sync', { stdio: 'ignore' });
 }
 
+/**
+ * Whether the page cache can be dropped (root on Linux). Dropped before each timed step, every
+ * step starts from the same memory: nothing cached but its input. Otherwise the steps that write
+ * (caged archives, restores) pay for reclaiming what earlier steps left, and the baseline snapshot,
+ * which writes nothing, never does.
+ */
+let canDropCaches: boolean | undefined;
+
+function dropPageCache(): void {
+  syncDisks();
+  if (canDropCaches === false) return;
+  try {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+    canDropCaches = true;
+  } catch {
+    canDropCaches = false;
+    log('note: cannot drop the page cache (not root?); steps start with whatever earlier steps left cached');
+  }
+}
+
+/** The common start of every timed step: a clean page cache, its input read back in, no dirty pages. */
+async function startFrom(warmInput: () => Promise<unknown>): Promise<void> {
+  dropPageCache();
+  await warmInput();
+  syncDisks();
+}
+
 /** Bytes of regular files (and symlink targets' lengths) under dir, and how many entries. */
 function treeStats(dir: string): { bytes: number; files: number } {
   let bytes = 0;
@@ -316,8 +343,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Stack | undefined) =>
     };
     const baselineSnapshot = async () => {
       log(`${gib} GiB: baseline snapshot`);
-      await warmTree();
-      syncDisks();
+      await startFrom(warmTree);
       const t = await timeShell(`${packCmd} > /dev/null`);
       log(`${gib} GiB: baseline snapshot took ${fmt(t.seconds, 2)} s`);
       return t;
@@ -326,8 +352,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Stack | undefined) =>
     let cagedArchiveBytes = 0;
     const cagedSnapshot = async () => {
       log(`${gib} GiB: caged snapshot`);
-      await warmTree();
-      syncDisks();
+      await startFrom(warmTree);
       const m = await measureOperation(dev, async () => {
         const out = await api<{ snapshot: { id: string }; operation: Operation }>(dev, 'POST', `/v1/sandboxes/${sandbox.id}/snapshots`, { name: `bench-${Date.now()}` });
         return out.operation;
@@ -340,8 +365,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Stack | undefined) =>
     /** Restores the latest snapshot into `target` (a new sandbox, or the original one in place). */
     const cagedRestore = async (target?: string) => {
       log(`${gib} GiB: caged restore ${target ? 'into a new sandbox' : 'in place'}`);
-      await warmFile(path.join(dataDir, 'blobs', 'snapshots', sandbox.id, `${snapshotId}.tar.zst`));
-      syncDisks();
+      await startFrom(() => warmFile(path.join(dataDir, 'blobs', 'snapshots', sandbox.id, `${snapshotId}.tar.zst`)));
       const m = await measureOperation(dev, async () => (await api<{ operation: Operation }>(dev, 'POST', `/v1/snapshots/${snapshotId}/restore`, target ? { to: target } : {})).operation);
       log(`${gib} GiB: caged restore took ${fmt(m.seconds, 2)} s`);
       const restored = treeStats(path.join(dataDir, 'sandboxes', target ?? sandbox.id, 'root'));
@@ -356,8 +380,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Stack | undefined) =>
       log(`${gib} GiB: baseline restore`);
       const empty = path.join(dir, `baseline-restore-${++restoreDirs}`);
       fs.mkdirSync(empty);
-      await warmFile(archive);
-      syncDisks();
+      await startFrom(() => warmFile(archive));
       const t = await timeShell(`zstd -d -q -c ${q(archive)} | tar -xf - -C ${q(empty)}`);
       log(`${gib} GiB: baseline restore took ${fmt(t.seconds, 2)} s`);
       const check = treeStats(empty);
@@ -384,8 +407,7 @@ async function runSize(gib: number, args: Args, onDev: (d: Stack | undefined) =>
         baseRestore = await baselineRestore();
         restore = await cagedRestore(target);
       }
-      await warmTree();
-      syncDisks();
+      await startFrom(warmTree);
       const durableFile = path.join(dir, 'durable.tar.zst');
       const baseDurable = await timeShell(`${packCmd} > ${q(durableFile)} && sync ${q(durableFile)}`);
       fs.rmSync(durableFile, { force: true });
@@ -464,6 +486,11 @@ function report(results: SizeResult[], args: Args): string {
   out.push(`  ${args.rounds} round(s) per size, alternating the order of caged and baseline; each cell is the best round (all rounds in brackets)`);
   out.push(`  load average (1/5/15 min) at the start: ${loadAtStart}; at the end: ${loadAverage()} (other work on the machine skews the numbers)`);
   out.push(
+    canDropCaches
+      ? '  every timed step started from a dropped page cache with only its input read back in'
+      : '  the page cache could not be dropped (not root): steps started with whatever earlier steps left cached',
+  );
+  out.push(
     args.mode === 'split'
       ? `  processes: Temporal dev server, \`caged api\`, \`caged worker\` (measured); catalog: PostgreSQL at ${new URL(args.databaseUrl).host} (a fresh database per size); fs blob store`
       : '  processes: `caged dev` (measured: API, worker, Temporal SDK and the PGlite catalog in one process); fs blob store',
@@ -514,7 +541,7 @@ function report(results: SizeResult[], args: Args): string {
   out.push(`  worker RSS: VmRSS/VmHWM of the ${args.mode === 'split' ? '`caged worker`' : '`caged dev`'} process. VmHWM is reset just before each operation,`);
   out.push('  so "growth" is what the operation added. Highest round shown.');
   out.push(`  Idle after start-up: ${results.map((r) => `${fmt(r.idleRssMb)} MB`).join(' / ')} (start-up peak ${results.map((r) => `${fmt(r.startupPeakMb)} MB`).join(' / ')}).`);
-  out.push('  CPU s (best round): user+sys; worker = the dev process (all threads); tar+zstd = its reaped children; baseline = the pipeline.');
+  out.push('  CPU s (best round): user+sys; worker = the measured process (all threads); tar+zstd = its reaped children; baseline = the pipeline.');
   for (const s of sums) {
     const fmtSteps = (m: Measured) => m.steps.map((x) => `${x.step}@${fmt(x.at, 2)}`).join(' ');
     out.push(`  ${s.r.gib} GiB steps as first polled (s): snapshot ${fmtSteps(s.snap)}; restore ${fmtSteps(s.restore)}; in place ${fmtSteps(s.r.inPlace)}`);
