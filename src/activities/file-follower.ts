@@ -43,7 +43,8 @@ export async function followFile(file: string, o: FollowOptions): Promise<number
       const { bytesRead } = await handle.read(buf, 0, buf.length, position);
       if (bytesRead === 0) {
         if (finalRead) break;
-        await sleep(POLL_MS, undefined, { signal: o.signal });
+        // An abort ends the wait early; the loop then throws the signal's own reason (a cancellation).
+        await sleep(POLL_MS, undefined, { signal: o.signal }).catch(() => {});
         continue;
       }
       position += bytesRead;
