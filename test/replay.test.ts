@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, inject } from 'vitest';
 import { bundleWorkflowCode, DefaultLogger, Runtime } from '@temporalio/worker';
@@ -9,7 +10,8 @@ const HISTORIES = path.join(import.meta.dirname, 'histories');
 
 describe('replay of recorded histories', () => {
   it('holds at least one history per workflow type', () => {
-    const types = historyFiles([HISTORIES]).map((f) => path.basename(f, '.json')).sort();
+    // <workflowType>.json, or <workflowType>.<patch>.json for a history recorded after a patch.
+    const types = [...new Set(historyFiles([HISTORIES]).map((f) => path.basename(f, '.json').split('.')[0]))].sort();
     const expected = ['sandboxWorkflow', 'createSnapshotWorkflow', 'deleteSnapshotWorkflow', 'pauseWorkflow', 'resumeWorkflow', 'restoreWorkflow', 'forkWorkflow', 'exportWorkflow', 'importWorkflow', 'deleteSandboxWorkflow'].sort();
     expect(types).toEqual(expected);
     // Every operation type has its workflow among them.
@@ -19,7 +21,20 @@ describe('replay of recorded histories', () => {
   it('every history replays on the current workflow code', async () => {
     const outcomes = await replayHistoryFiles(historyFiles([HISTORIES]), { code: inject('workflowCode') });
     expect(outcomes.filter((o) => o.error)).toEqual([]);
-    expect(outcomes).toHaveLength(10);
+    expect(outcomes).toHaveLength(12);
+  });
+
+  it('covers both sides of the discard-root-after-success patch', () => {
+    // Recorded before the patch: the previous root is deleted by commitRoot. After: retired, then deleted by discardOldRoot.
+    for (const type of ['restoreWorkflow', 'forkWorkflow']) {
+      const before = fs.readFileSync(path.join(HISTORIES, `${type}.json`), 'utf8');
+      const after = fs.readFileSync(path.join(HISTORIES, `${type}.discard-root-after-success.json`), 'utf8');
+      expect(before).toContain('"commitRoot"');
+      expect(before).not.toContain('"retireRoot"');
+      expect(after).toContain('"retireRoot"');
+      expect(after).toContain('"discardOldRoot"');
+      expect(after).not.toContain('"commitRoot"');
+    }
   });
 
   it('a change that breaks running workflows is caught', async () => {

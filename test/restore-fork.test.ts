@@ -41,6 +41,12 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
   const root = (id: string) => stack.runtime.rootDir(id);
 
   /** Swap directories the restore may leave beside the root: there must be none once it has ended. */
+  /** Leftovers once the operation's workflow has closed: it deletes the replaced root after reporting success. */
+  async function leftoversOnceClosed(opId: string, id: string): Promise<string[]> {
+    await stack.client.workflow.getHandle(opId).result();
+    return leftovers(id);
+  }
+
   function leftovers(id: string): string[] {
     return fs.readdirSync(stack.runtime.sandboxDir(id)).filter((n) => /^root\.(staging|previous|discard|creating)-/.test(n));
   }
@@ -129,7 +135,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       expect(describeTree(root(id))).toEqual(expected);
       expect(fs.existsSync(path.join(root(id), 'added'))).toBe(false);
       expect(fs.existsSync(path.join(root(id), 'added-top'))).toBe(false);
-      expect(leftovers(id)).toEqual([]);
+      expect(await leftoversOnceClosed(opId, id)).toEqual([]);
 
       expect(await stack.runtime.processState(id)).toBe('running');
       await expectCounting(counter);
@@ -154,7 +160,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
 
       expect(describeTree(root(id))).toEqual(expected);
-      expect(leftovers(id)).toEqual([]);
+      expect(await leftoversOnceClosed(op.id, id)).toEqual([]);
       expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('paused');
       expect(await stack.runtime.processState(id)).toBe('stopped');
       await expectNotCounting(counter);
@@ -183,7 +189,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
 
       expect(describeTree(root(target))).toEqual(expected);
       expect(describeTree(root(src))).toEqual(sourceAfter);
-      expect(leftovers(target)).toEqual([]);
+      expect(await leftoversOnceClosed(op.id, target)).toEqual([]);
       expect((await api.call('GET', `/v1/sandboxes/${target}`)).body.state).toBe('running');
     });
   });
@@ -330,7 +336,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       // Past the point of no return: the operation reports what happened to the sandbox.
       expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
       expect(describeTree(root(id))).toEqual(restored);
-      expect(leftovers(id)).toEqual([]);
+      expect(await leftoversOnceClosed(op.id, id)).toEqual([]);
       expect(await stack.runtime.processState(id)).toBe('running');
       await expectCounting(counter);
     });
@@ -363,7 +369,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       expect(fork.idle_timeout_s).toBe(900);
       expect(fork.state).toBe('running');
       expect(describeTree(root(newId))).toEqual(expected);
-      expect(leftovers(newId)).toEqual([]);
+      expect(await leftoversOnceClosed(op.id, newId)).toEqual([]);
       expect(await api.call('GET', `/v1/sandboxes/${newId}/sessions`)).toMatchObject({ status: 200, body: { sessions: [] } });
       // The fork is usable.
       expect(await api.exec(newId, ['cat', 'proj/src/main.py'])).toMatchObject({ exit_code: 0, stdout: 'print("hi")\n' });

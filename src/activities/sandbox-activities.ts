@@ -1,7 +1,7 @@
 import type { ActivityDeps } from './deps.js';
 import { uploadSnapshot, type UploadSnapshotInput } from './snapshot-upload.js';
 import { stageSnapshot, type StageSnapshotInput } from './snapshot-restore.js';
-import { commitSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
+import { commitSwap, removeDiscarded, retireSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
 
 /** Activities that touch a sandbox's disk or processes: they run on its host's task queue. */
 export function createSandboxActivities(deps: ActivityDeps) {
@@ -48,9 +48,20 @@ export function createSandboxActivities(deps: ActivityDeps) {
       await rollbackSwap(runtime.sandboxDir(sandboxId), operationId);
     },
 
+    /** The restore is final: the previous root is deleted. (Workflows started before retireRoot.) */
     async commitRoot(sandboxId: string, operationId: string): Promise<void> {
       await commitSwap(runtime.sandboxDir(sandboxId), operationId);
       await deps.faultHook?.('restore:committed', { sandboxId });
+    },
+
+    /** The restore is final: the previous root can no longer come back; discardOldRoot deletes it. */
+    async retireRoot(sandboxId: string, operationId: string): Promise<void> {
+      await retireSwap(runtime.sandboxDir(sandboxId), operationId);
+      await deps.faultHook?.('restore:committed', { sandboxId });
+    },
+
+    async discardOldRoot(sandboxId: string, operationId: string): Promise<void> {
+      await removeDiscarded(runtime.sandboxDir(sandboxId), operationId);
     },
   };
 }

@@ -9,6 +9,8 @@ import { removeTree } from './remove-tree.js';
  */
 export const stagingDir = (sandboxDir: string, operationId: string) => path.join(sandboxDir, `root.staging-${operationId}`);
 export const previousDir = (sandboxDir: string, operationId: string) => path.join(sandboxDir, `root.previous-${operationId}`);
+/** A root that is garbage: the one a rollback replaced, or the previous one after a commit. */
+const discardDir = (sandboxDir: string, operationId: string) => path.join(sandboxDir, `root.discard-${operationId}`);
 const rootOf = (sandboxDir: string) => path.join(sandboxDir, 'root');
 
 async function exists(p: string): Promise<boolean> {
@@ -51,7 +53,7 @@ export async function rollbackSwap(sandboxDir: string, operationId: string): Pro
   const root = rootOf(sandboxDir);
   if (await exists(previous)) {
     if (await exists(root)) {
-      const discard = `${root}.discard-${operationId}`;
+      const discard = discardDir(sandboxDir, operationId);
       await removeTree(discard);
       await fs.rename(root, discard);
       await fs.rename(previous, root);
@@ -63,8 +65,27 @@ export async function rollbackSwap(sandboxDir: string, operationId: string): Pro
   await removeStaging(sandboxDir, operationId);
 }
 
-/** After success: the previous root is no longer needed. */
+/** After success, for workflows started before retireSwap existed: deletes the previous root inline. */
 export async function commitSwap(sandboxDir: string, operationId: string): Promise<void> {
   await removeTree(previousDir(sandboxDir, operationId));
   await removeStaging(sandboxDir, operationId);
+}
+
+/**
+ * After success the previous root is garbage: it is renamed out of the way at once (so no rollback
+ * can bring it back), and removeDiscarded deletes it once the operation has reported success.
+ * Deleting a large tree takes seconds per 20,000 files, which the operation need not wait for.
+ */
+export async function retireSwap(sandboxDir: string, operationId: string): Promise<void> {
+  const previous = previousDir(sandboxDir, operationId);
+  if (await exists(previous)) {
+    const discard = discardDir(sandboxDir, operationId);
+    await removeTree(discard);
+    await fs.rename(previous, discard);
+  }
+  await removeStaging(sandboxDir, operationId);
+}
+
+export async function removeDiscarded(sandboxDir: string, operationId: string): Promise<void> {
+  await removeTree(discardDir(sandboxDir, operationId));
 }

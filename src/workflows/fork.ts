@@ -2,7 +2,7 @@ import { CancellationScope } from '@temporalio/workflow';
 import type { ForkInput } from '../shared/definitions.js';
 import { catalog, hostActivities } from './activities.js';
 import { runOperation } from './operation.js';
-import { restoreInto } from './restore-steps.js';
+import { finishSwap, restoreInto } from './restore-steps.js';
 
 /** A new sandbox with the snapshot's filesystem; a failed fork removes the half-made sandbox. */
 export async function forkWorkflow(input: ForkInput) {
@@ -17,7 +17,7 @@ export async function forkWorkflow(input: ForkInput) {
     await CancellationScope.nonCancellable(() => control.createEmptySandbox(input.newSandboxId));
     const out = await restoreInto({ operationId: input.operationId, snapshotId: input.snapshotId, targetSandboxId: input.newSandboxId, hostQueue: input.hostQueue }, saga);
     await CancellationScope.nonCancellable(async () => {
-      await control.commitRoot(input.newSandboxId, input.operationId);
+      await finishSwap(control, saga, input.newSandboxId, input.operationId);
       await catalog.setSandboxState(input.newSandboxId, 'running');
     });
     return { sandbox_id: input.newSandboxId, snapshot_id: input.snapshotId, ...out };

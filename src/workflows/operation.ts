@@ -13,6 +13,9 @@ export async function runOperation<T>(operationId: string, body: (saga: Saga) =>
   try {
     const result = await body(saga);
     await CancellationScope.nonCancellable(() => catalog.finishOperation(operationId, { status: 'succeeded', result }));
+    // The operation has succeeded whatever happens here; a failed clean-up only leaves garbage behind.
+    const cleanupFailed = await saga.cleanUp();
+    if (cleanupFailed.length) log.error('clean-up after success failed', { operationId, cleanupFailed });
     return result;
   } catch (err) {
     const why = describeFailure(err);

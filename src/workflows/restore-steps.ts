@@ -1,6 +1,9 @@
-import { CancellationScope } from '@temporalio/workflow';
+import { CancellationScope, patched } from '@temporalio/workflow';
 import { catalog, hostActivities } from './activities.js';
 import type { Saga } from './saga.js';
+
+/** Patch id: the replaced root is deleted after the operation reports success, not before. */
+export const DISCARD_ROOT_AFTER_SUCCESS = 'discard-root-after-success';
 
 export interface RestoreArgs {
   operationId: string;
@@ -30,4 +33,18 @@ export async function restoreInto(a: RestoreArgs, saga: Saga): Promise<{ sha256:
   // Not cancelled mid-rename: the rollback must not run while the swap still moves directories.
   await CancellationScope.nonCancellable(() => control.swapRoot(a.targetSandboxId, a.operationId));
   return { sha256: snap.sha256, size_bytes: snap.sizeBytes };
+}
+
+/**
+ * Makes the swap final. The previous root is renamed aside and deleted once the operation has
+ * reported success, so the caller does not wait for the deletion. Workflows that started before
+ * this change replay their recorded path, which deleted it here.
+ */
+export async function finishSwap(control: ReturnType<typeof hostActivities>['control'], saga: Saga, sandboxId: string, operationId: string): Promise<void> {
+  if (patched(DISCARD_ROOT_AFTER_SUCCESS)) {
+    await control.retireRoot(sandboxId, operationId);
+    saga.afterSuccess('remove the previous root', () => control.discardOldRoot(sandboxId, operationId));
+  } else {
+    await control.commitRoot(sandboxId, operationId);
+  }
 }

@@ -2,7 +2,7 @@ import { CancellationScope } from '@temporalio/workflow';
 import type { RestoreInput } from '../shared/definitions.js';
 import { catalog, hostActivities } from './activities.js';
 import { runOperation } from './operation.js';
-import { restoreInto } from './restore-steps.js';
+import { finishSwap, restoreInto } from './restore-steps.js';
 
 /**
  * Replaces the target's filesystem with the snapshot's, exactly. Its processes are stopped
@@ -21,9 +21,9 @@ export async function restoreWorkflow(input: RestoreInput) {
     const out = await restoreInto({ ...input }, saga);
 
     await catalog.reportStep(input.operationId, 'finalizing');
-    // Once the previous root is gone the restore cannot be undone, so it is finished, not cancelled.
+    // Once the previous root is retired the restore cannot be undone, so it is finished, not cancelled.
     await CancellationScope.nonCancellable(async () => {
-      await control.commitRoot(input.targetSandboxId, input.operationId);
+      await finishSwap(control, saga, input.targetSandboxId, input.operationId);
       if (before !== 'paused') await control.resumeSandbox(input.targetSandboxId);
       await catalog.touchSandbox(input.targetSandboxId);
     });

@@ -10,6 +10,32 @@ type Compensation = (why: FailureInfo) => Promise<unknown>;
  */
 export class Saga {
   private readonly steps: { name: string; fn: Compensation }[] = [];
+  private readonly cleanups: { name: string; fn: () => Promise<unknown> }[] = [];
+
+  /**
+   * A clean-up that runs once the operation has been recorded as succeeded, so the caller does not
+   * wait for it (deleting a replaced root). It runs non-cancellable, in order; the workflow, and so
+   * the sandbox's next operation, still waits for it.
+   */
+  afterSuccess(name: string, fn: () => Promise<unknown>): void {
+    this.cleanups.push({ name, fn });
+  }
+
+  /** Runs the clean-ups; returns the names of those that failed. */
+  async cleanUp(): Promise<string[]> {
+    const failed: string[] = [];
+    await CancellationScope.nonCancellable(async () => {
+      for (const step of this.cleanups) {
+        try {
+          await step.fn();
+        } catch {
+          failed.push(step.name);
+        }
+      }
+    });
+    this.cleanups.length = 0;
+    return failed;
+  }
 
   add(name: string, fn: Compensation): () => void {
     const entry = { name, fn };
