@@ -21,7 +21,20 @@ describe('replay of recorded histories', () => {
   it('every history replays on the current workflow code', async () => {
     const outcomes = await replayHistoryFiles(historyFiles([HISTORIES]), { code: inject('workflowCode') });
     expect(outcomes.filter((o) => o.error)).toEqual([]);
-    expect(outcomes).toHaveLength(12);
+    expect(outcomes).toHaveLength(21);
+  });
+
+  it('covers both sides of the catalog-local-activities patch', () => {
+    // Before: catalog steps are ordinary activities. After: local activities, recorded as markers.
+    const operations = ['createSnapshotWorkflow', 'deleteSnapshotWorkflow', 'pauseWorkflow', 'resumeWorkflow', 'restoreWorkflow', 'forkWorkflow', 'exportWorkflow', 'importWorkflow', 'deleteSandboxWorkflow'];
+    for (const type of operations) {
+      const before = fs.readFileSync(path.join(HISTORIES, `${type}.json`), 'utf8');
+      const after = fs.readFileSync(path.join(HISTORIES, `${type}.catalog-local-activities.json`), 'utf8');
+      expect(before, type).toContain('"finishOperation"');
+      expect(before, type).not.toContain('EVENT_TYPE_MARKER_RECORDED');
+      expect(after, type).toContain('EVENT_TYPE_MARKER_RECORDED');
+      expect(after, type).not.toMatch(/"activityType":\s*\{\s*"name":\s*"finishOperation"/);
+    }
   });
 
   it('covers both sides of the discard-root-after-success patch', () => {
@@ -29,6 +42,8 @@ describe('replay of recorded histories', () => {
     for (const type of ['restoreWorkflow', 'forkWorkflow']) {
       const before = fs.readFileSync(path.join(HISTORIES, `${type}.json`), 'utf8');
       const after = fs.readFileSync(path.join(HISTORIES, `${type}.discard-root-after-success.json`), 'utf8');
+      const latest = fs.readFileSync(path.join(HISTORIES, `${type}.catalog-local-activities.json`), 'utf8');
+      expect(latest).toContain('"retireRoot"');
       expect(before).toContain('"commitRoot"');
       expect(before).not.toContain('"retireRoot"');
       expect(after).toContain('"retireRoot"');

@@ -1,11 +1,26 @@
-import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, patched, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { HostActivities, SharedActivities } from '../activities/index.js';
 
-/** Catalog and object-store steps: short, retried with backoff for up to ten minutes. */
-export const catalog = proxyActivities<SharedActivities>({
+const CATALOG_OPTIONS = {
   startToCloseTimeout: '30 seconds',
   scheduleToCloseTimeout: '10 minutes',
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '20 seconds' },
+} as const;
+
+/** Patch id: catalog steps run as local activities. */
+export const CATALOG_LOCAL_ACTIVITIES = 'catalog-local-activities';
+
+const remoteCatalog = proxyActivities<SharedActivities>(CATALOG_OPTIONS);
+const localCatalog = proxyLocalActivities<SharedActivities>(CATALOG_OPTIONS);
+
+/**
+ * Catalog and object-store steps: short, idempotent, retried with backoff for up to ten minutes.
+ * They run as local activities, in the worker that runs the workflow and within its workflow task:
+ * a snapshot makes about ten of them, and as ordinary activities each cost a round trip through
+ * the server (~25 ms). Workflows that started before the patch replay their ordinary activities.
+ */
+export const catalog: typeof remoteCatalog = new Proxy({} as typeof remoteCatalog, {
+  get: (_target, name: string) => (patched(CATALOG_LOCAL_ACTIVITIES) ? localCatalog : remoteCatalog)[name as keyof SharedActivities],
 });
 
 /**
