@@ -43,23 +43,25 @@ function comm(pid: number): string | undefined {
   }
 }
 
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  let tasks: string[];
+/** Reads a file of each of the process's threads; threads that end meanwhile are skipped. */
+function perThread<T>(pid: number, file: string, read: (text: string, tid: string) => T): T[] {
+  let tids: string[];
   try {
-    tasks = fs.readdirSync(`/proc/${pid}/task`);
+    tids = fs.readdirSync(`/proc/${pid}/task`);
   } catch {
-    return out;
+    return [];
   }
-  for (const tid of tasks) {
+  return tids.flatMap((tid) => {
     try {
-      const text = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
-      if (text) for (const c of text.split(' ')) out.push(Number(c));
+      return [read(fs.readFileSync(`/proc/${pid}/task/${tid}/${file}`, 'utf8'), tid)];
     } catch {
-      // the thread ended meanwhile
+      return [];
     }
-  }
-  return out;
+  });
+}
+
+function childrenOf(pid: number): number[] {
+  return perThread(pid, 'children', (text) => text.trim().split(' ').filter(Boolean).map(Number)).flat();
 }
 
 /**
@@ -117,25 +119,13 @@ export class ChildRssSampler {
 
 /** CPU seconds per thread of a process, keyed by "name/tid". */
 export function threadCpuSeconds(pid: number): Map<string, number> {
-  const out = new Map<string, number>();
-  let tids: string[];
-  try {
-    tids = fs.readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const tid of tids) {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return new Map(
+    perThread(pid, 'stat', (stat, tid) => {
       const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const cpu = (Number(f[11]) + Number(f[12])) / 100;
-      out.set(`${name}/${tid}`, cpu);
-    } catch {
-      // the thread ended meanwhile
-    }
-  }
-  return out;
+      return [`${name}/${tid}`, (Number(f[11]) + Number(f[12])) / 100] as const;
+    }),
+  );
 }
 
 /** The largest per-thread CPU increases between two threadCpuSeconds() readings. */

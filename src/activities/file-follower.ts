@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { backgroundWriteback } from '../storage/writeback.js';
 
 const READ_BYTES = 1024 * 1024;
 /** How long to wait at the end of a file that is still being written. */
@@ -11,11 +12,8 @@ export interface FollowOptions {
   /** Gets each piece in turn; the buffer is reused once the returned promise settles. */
   onChunk(chunk: Buffer): void | Promise<void>;
   signal?: AbortSignal;
-  /**
-   * Start writeback every this many bytes (fdatasync in the background). The kernel otherwise keeps
-   * gigabytes dirty and the final fsync writes the whole file while nothing else happens.
-   */
-  flushEveryBytes?: number;
+  /** Start writeback of what has been read so far, in the background (the file is being written to be kept). */
+  writeback?: boolean;
 }
 
 /**
@@ -33,8 +31,7 @@ export async function followFile(file: string, o: FollowOptions): Promise<number
   const handle = await fs.open(file, 'r');
   const buf = Buffer.allocUnsafeSlow(READ_BYTES);
   let position = 0;
-  let unflushed = 0;
-  let flushing: Promise<void> | undefined;
+  const writeback = o.writeback ? backgroundWriteback(handle) : undefined;
   try {
     for (;;) {
       o.signal?.throwIfAborted();
@@ -49,16 +46,12 @@ export async function followFile(file: string, o: FollowOptions): Promise<number
       }
       position += bytesRead;
       await o.onChunk(buf.subarray(0, bytesRead));
-      unflushed += bytesRead;
-      if (o.flushEveryBytes && unflushed >= o.flushEveryBytes && !flushing) {
-        unflushed = 0;
-        flushing = handle.datasync().finally(() => (flushing = undefined));
-      }
+      writeback?.wrote(bytesRead);
     }
-    await flushing;
+    await writeback?.settle();
     return position;
   } finally {
-    await flushing?.catch(() => {});
+    await writeback?.quiesce();
     await handle.close();
   }
 }

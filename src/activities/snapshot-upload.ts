@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
-import { packSnapshot, packSnapshotToFile } from '../archive/snapshot-format.js';
+import { packSnapshot, packSnapshotToFile, type Tools } from '../archive/snapshot-format.js';
 import { accountUsage, setSnapshotProgress } from '../catalog/snapshots.js';
 import type { LocalObjects } from '../storage/blob-store.js';
 import { followFile } from './file-follower.js';
@@ -10,8 +10,6 @@ import { createMeter, snapshotSizeCheck } from './stream-meter.js';
 
 /** tar's pipe delivers 64 KiB chunks; the store gets them in 1 MiB pieces (16x fewer writes and wakeups). */
 const WRITE_CHUNK_BYTES = 1024 * 1024;
-/** Writeback of a locally staged archive starts every 32 MiB, so the final fsync is only a tail. */
-const WRITEBACK_EVERY_BYTES = 32 * 1024 * 1024;
 
 export interface UploadSnapshotInput {
   operationId: string;
@@ -73,20 +71,17 @@ async function packIntoStream(deps: ActivityDeps, root: string, key: string, met
 async function packIntoLocalFile(local: LocalObjects, root: string, key: string, meter: Meter, signal: AbortSignal): Promise<void> {
   const staged = await local.stage(key);
   const stop = new AbortController();
-  const pack = packSnapshotToFile(root, staged.fd, AbortSignal.any([signal, stop.signal]));
+  const stopped = AbortSignal.any([signal, stop.signal]);
+  let pack: Tools | undefined;
   try {
-    const follow = followFile(staged.path, {
-      writerDone: pack.done,
-      onChunk: (chunk) => meter.take(chunk),
-      signal: AbortSignal.any([signal, stop.signal]),
-      flushEveryBytes: WRITEBACK_EVERY_BYTES,
-    });
+    pack = packSnapshotToFile(root, staged.fd, stopped);
+    const follow = followFile(staged.path, { writerDone: pack.done, onChunk: (chunk) => meter.take(chunk), signal: stopped, writeback: true });
     await Promise.all([pack.done, follow]);
     await staged.publish();
   } catch (err) {
     stop.abort();
-    pack.kill();
-    await pack.done.catch(() => {});
+    pack?.kill();
+    await pack?.done.catch(() => {});
     await staged.discard();
     throw meter.error ?? err;
   }

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 
 /**
  * Snapshots are POSIX tar streams compressed with zstd. The packer runs GNU tar and zstd as child
@@ -52,29 +52,28 @@ type Io = 'pipe' | 'ignore' | number;
  */
 function pipeTools(first: [string, string[], string], second: [string, string[], string], input: Io, output: Io, signal?: AbortSignal) {
   const a = spawn(first[0], first[1], { stdio: [input, 'pipe', 'pipe'] });
-  const aDone = supervise(a, first[2], signal);
-  let b: ChildProcess | undefined;
-  let bDone: Promise<void>;
+  let b: ChildProcess;
   try {
     b = spawn(second[0], second[1], { stdio: [a.stdout!, output, 'pipe'] });
-    bDone = supervise(b, second[2], signal);
   } catch (err) {
-    bDone = Promise.reject(err);
+    a.kill('SIGKILL');
+    throw err;
   } finally {
     // The second tool holds the pipe's read end now; this process must neither read nor keep it open.
     a.stdout!.destroy();
   }
-  const kill = () => {
-    a.kill('SIGKILL');
-    b?.kill('SIGKILL');
-  };
+  const aDone = supervise(a, first[2], signal);
+  const bDone = supervise(b, second[2], signal);
   const ordered: [Promise<void>, Promise<void>] = first[0] === 'tar' ? [aDone, bDone] : [bDone, aDone];
   const done = Promise.allSettled(ordered).then((results) => {
     const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new Error(errors.map((e) => e.message).join('; '));
   });
-  if (!b) kill();
+  const kill = () => {
+    a.kill('SIGKILL');
+    b.kill('SIGKILL');
+  };
   return { first: a, second: b, done, kill };
 }
 
@@ -88,7 +87,7 @@ function pipeTools(first: [string, string[], string], second: [string, string[],
 /** Packs root; the archive comes out of `stream`. */
 export function packSnapshot(root: string, signal?: AbortSignal): ToolProcess<Readable> {
   const p = pipeTools(['tar', [...TAR_CREATE, '-C', root, '.'], 'tar (pack)'], ['zstd', ZSTD_PACK, 'zstd (pack)'], 'ignore', 'pipe', signal);
-  return { stream: p.second?.stdout ?? Readable.from([]), done: p.done, kill: p.kill };
+  return { stream: p.second.stdout!, done: p.done, kill: p.kill };
 }
 
 /** Packs root straight into an open file (the store's staged object): no byte passes through this process. */

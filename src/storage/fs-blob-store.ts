@@ -3,6 +3,7 @@ import fs, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { CagedError } from '../shared/errors.js';
+import { backgroundWriteback } from './writeback.js';
 import { assertValidKey, type BlobInfo, type BlobStore, type LocalObjects, type PutOptions } from './blob-store.js';
 
 interface Staged {
@@ -183,29 +184,17 @@ export class FsBlobStore implements BlobStore {
   }
 }
 
-/**
- * The kernel keeps gigabytes of dirty pages before it starts writeback on its own, so a single
- * fsync at the end would write the whole object while nothing else happens. Flushing in the
- * background every 32 MiB overlaps the disk with the producer and leaves the final fsync a tail.
- */
-const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
-
 async function writeAll(handle: FileHandle, body: Readable): Promise<void> {
-  let unflushed = 0;
-  let flushing: Promise<void> | undefined;
+  const writeback = backgroundWriteback(handle);
   try {
     for await (const chunk of body) {
       const buf: Buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       await handle.write(buf);
-      unflushed += buf.byteLength;
-      if (unflushed >= FLUSH_EVERY_BYTES && !flushing) {
-        unflushed = 0;
-        flushing = handle.datasync().finally(() => (flushing = undefined));
-      }
+      writeback.wrote(buf.byteLength);
     }
-    await flushing;
+    await writeback.settle();
   } finally {
-    await flushing?.catch(() => {});
+    await writeback.quiesce();
   }
 }
 
