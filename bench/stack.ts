@@ -26,6 +26,8 @@ export interface Stack {
   key: string;
   /** The process that runs the activities: `caged worker`, or `caged dev`. */
   workerPid: number;
+  /** split: the dev server the stack runs on. */
+  temporalAddress?: string;
   /** What the measured process said lately (for error messages). */
   output(): string;
   stop(): Promise<void>;
@@ -187,7 +189,7 @@ async function startSplitStack(o: StackOptions): Promise<Stack> {
     });
     if (res.status !== 201) throw new Error(`creating the bench account: HTTP ${res.status} ${await res.text()}`);
     const { api_key: key } = (await res.json()) as { api_key: string };
-    return { mode: 'split', url, key, workerPid: worker.child.pid!, output: worker.output, stop };
+    return { mode: 'split', url, key, workerPid: worker.child.pid!, temporalAddress: temporal.address, output: worker.output, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -21,7 +21,7 @@ describe('replay of recorded histories', () => {
   it('every history replays on the current workflow code', async () => {
     const outcomes = await replayHistoryFiles(historyFiles([HISTORIES]), { code: inject('workflowCode') });
     expect(outcomes.filter((o) => o.error)).toEqual([]);
-    expect(outcomes).toHaveLength(21);
+    expect(outcomes).toHaveLength(23);
   });
 
   it('covers both sides of the catalog-local-activities patch', () => {
@@ -50,6 +50,23 @@ describe('replay of recorded histories', () => {
       expect(after).toContain('"discardOldRoot"');
       expect(after).not.toContain('"commitRoot"');
     }
+  });
+
+  it('covers both sides of the snapshot-in-one-host-step patch', () => {
+    // Before: quiesce, upload and resume are three host activities. After: one, snapshotSandbox.
+    for (const type of ['createSnapshotWorkflow', 'pauseWorkflow']) {
+      const before = fs.readFileSync(path.join(HISTORIES, `${type}.catalog-local-activities.json`), 'utf8');
+      const after = fs.readFileSync(path.join(HISTORIES, `${type}.snapshot-in-one-host-step.json`), 'utf8');
+      expect(before, type).toContain('"uploadSnapshot"');
+      expect(before, type).not.toContain('"snapshotSandbox"');
+      expect(after, type).toContain('"snapshotSandbox"');
+      expect(after, type).not.toContain('"uploadSnapshot"');
+    }
+    // A manual snapshot no longer quiesces and resumes in steps of their own; a pause still stops the sandbox first.
+    const snapshotAfter = fs.readFileSync(path.join(HISTORIES, 'createSnapshotWorkflow.snapshot-in-one-host-step.json'), 'utf8');
+    expect(snapshotAfter).not.toContain('"quiesceSandbox"');
+    expect(snapshotAfter).not.toContain('"resumeSandbox"');
+    expect(fs.readFileSync(path.join(HISTORIES, 'pauseWorkflow.snapshot-in-one-host-step.json'), 'utf8')).toContain('"quiesceSandbox"');
   });
 
   it('a change that breaks running workflows is caught', async () => {

@@ -125,10 +125,10 @@ describe('a worker killed mid-snapshot', () => {
     const op = await api.waitOp(opId, 100_000);
     expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
 
-    // The upload activity really was retried: its second attempt is the one that completed.
+    // The snapshot's host step really was retried: its second attempt is the one that completed.
     await stack.client.workflow.getHandle(opId).result();
     const history = await stack.client.workflow.getHandle(opId).fetchHistory();
-    const scheduled = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'uploadSnapshot')!;
+    const scheduled = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'snapshotSandbox')!;
     const started = history.events!.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId) === Number(scheduled.eventId))!;
     expect(started.activityTaskStartedEventAttributes!.attempt).toBeGreaterThanOrEqual(2);
 

@@ -7,9 +7,28 @@ import type { SandboxState, SnapshotKind } from '../catalog/schema.js';
 import { exportArchive, downloadUrl, type ExportArchiveInput } from './snapshot-export.js';
 import { convertImport, type ConvertImportInput } from './snapshot-import.js';
 
+interface SnapshotReservation {
+  snapshotId: string;
+  accountId: string;
+  sandboxId: string;
+  name: string;
+  kind: SnapshotKind;
+  objectKey: string;
+}
+
 /** Activities on the catalog and the object store: they run on the shared task queue. */
 export function createCatalogActivities(deps: ActivityDeps) {
   const { db, store, limits, log } = deps;
+
+  async function reserve(r: SnapshotReservation) {
+    const out = await snapshots.reserveSnapshot(
+      db,
+      { id: r.snapshotId, accountId: r.accountId, sandboxId: r.sandboxId, name: r.name, kind: r.kind, objectKey: r.objectKey },
+      limits,
+    );
+    return { objectKey: out.snapshot.object_key, replaces: out.replaces };
+  }
+
   return {
     async exportArchive(input: ExportArchiveInput) {
       return exportArchive(deps, input);
@@ -27,13 +46,14 @@ export function createCatalogActivities(deps: ActivityDeps) {
       await sandboxes.touchSandbox(db, sandboxId);
     },
 
-    async reserveSnapshot(r: { snapshotId: string; accountId: string; sandboxId: string; name: string; kind: SnapshotKind; objectKey: string }) {
-      const out = await snapshots.reserveSnapshot(
-        db,
-        { id: r.snapshotId, accountId: r.accountId, sandboxId: r.sandboxId, name: r.name, kind: r.kind, objectKey: r.objectKey },
-        limits,
-      );
-      return { objectKey: out.snapshot.object_key, replaces: out.replaces };
+    async reserveSnapshot(r: SnapshotReservation) {
+      return reserve(r);
+    },
+
+    /** reserveSnapshot, and the sandbox's state, in one step: what a snapshot needs before it starts. */
+    async beginSnapshot(r: SnapshotReservation) {
+      const reserved = await reserve(r);
+      return { ...reserved, sandboxState: (await sandboxes.getSandbox(db, r.sandboxId))?.state ?? ('missing' as const) };
     },
 
     async recordOperation(rec: operations.NewOperationRecord): Promise<void> {
@@ -49,8 +69,10 @@ export function createCatalogActivities(deps: ActivityDeps) {
       log.info({ operationId, status: outcome.status, error: outcome.error }, 'operation finished');
     },
 
-    async markSnapshotReady(snapshotId: string, sizeBytes: number, sha256: string): Promise<void> {
+    /** With operationId, the operation's step becomes 'finalizing' too. */
+    async markSnapshotReady(snapshotId: string, sizeBytes: number, sha256: string, operationId?: string): Promise<void> {
       await snapshots.markSnapshotReady(db, snapshotId, sizeBytes, sha256);
+      if (operationId) await operations.setOperationProgress(db, operationId, { step: 'finalizing' });
     },
 
     async markSnapshotFailed(snapshotId: string, code: string, message: string): Promise<void> {

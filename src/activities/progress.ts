@@ -41,3 +41,15 @@ export function progressReporter(db: CatalogDb, operationId: string, step: strin
     },
   };
 }
+
+/** Heartbeats once a second while `work` runs: for steps with no bytes to count (stopping, syncing). */
+export async function heartbeatWhile<T>(step: string, work: Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  ctx.heartbeat({ step });
+  const timer = setInterval(() => ctx.heartbeat({ step }), 1000);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+  }
+}

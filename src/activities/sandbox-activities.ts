@@ -1,5 +1,7 @@
 import type { ActivityDeps } from './deps.js';
 import { uploadSnapshot, type UploadSnapshotInput } from './snapshot-upload.js';
+import { heartbeatWhile } from './progress.js';
+import { setOperationProgress } from '../catalog/operations.js';
 import { stageSnapshot, type StageSnapshotInput } from './snapshot-restore.js';
 import { commitSwap, removeDiscarded, retireSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
 
@@ -26,8 +28,31 @@ export function createSandboxActivities(deps: ActivityDeps) {
       await runtime.destroy(sandboxId);
     },
 
+    /** The upload alone. (Workflows started before snapshotSandbox.) */
     async uploadSnapshot(input: UploadSnapshotInput) {
       return uploadSnapshot(deps, input);
+    },
+
+    /**
+     * Quiesce, upload and resume as one step: the sandbox is stopped only while its tree is read,
+     * and a snapshot makes one round trip through the server instead of three. A retry quiesces
+     * again; if this worker dies, the workflow's compensation resumes the sandbox.
+     */
+    async snapshotSandbox(input: UploadSnapshotInput & { quiesce: boolean; resume: boolean }) {
+      if (input.quiesce) {
+        await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' });
+        await heartbeatWhile('quiescing', runtime.quiesce(input.sandboxId));
+      }
+      let out;
+      try {
+        out = await uploadSnapshot(deps, input);
+      } catch (err) {
+        // The upload's error is the one to report; the workflow's compensation resumes again if this fails.
+        if (input.resume) await runtime.resume(input.sandboxId).catch(() => {});
+        throw err;
+      }
+      if (input.resume) await runtime.resume(input.sandboxId);
+      return out;
     },
 
     async createEmptySandbox(sandboxId: string): Promise<void> {

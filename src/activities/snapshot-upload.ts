@@ -3,6 +3,7 @@ import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { packSnapshot, packSnapshotToFile, type Tools } from '../archive/snapshot-format.js';
 import { accountUsage, setSnapshotProgress } from '../catalog/snapshots.js';
+import { setOperationProgress } from '../catalog/operations.js';
 import type { LocalObjects } from '../storage/blob-store.js';
 import { followFile } from './file-follower.js';
 import { progressReporter } from './progress.js';
@@ -31,6 +32,7 @@ export async function uploadSnapshot(deps: ActivityDeps, input: UploadSnapshotIn
   const signal = Context.current().cancellationSignal;
   // A previous attempt that died mid-upload may have left a multipart upload or temp file.
   await store.abortIncomplete(input.objectKey);
+  await setOperationProgress(db, input.operationId, { step: 'uploading', bytesDone: 0 });
   const usedByOthers = await accountUsage(db, input.accountId, input.snapshotId);
   const progress = progressReporter(db, input.operationId, 'uploading', (b) => setSnapshotProgress(db, input.snapshotId, b));
   const meter = createMeter({

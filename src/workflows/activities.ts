@@ -16,7 +16,7 @@ const localCatalog = proxyLocalActivities<SharedActivities>(CATALOG_OPTIONS);
 /**
  * Catalog and object-store steps: short, idempotent, retried with backoff for up to ten minutes.
  * They run as local activities, in the worker that runs the workflow and within its workflow task:
- * a snapshot makes about ten of them, and as ordinary activities each cost a round trip through
+ * an operation makes several of them, and as ordinary activities each cost a round trip through
  * the server (~25 ms). Workflows that started before the patch replay their ordinary activities.
  */
 export const catalog: typeof remoteCatalog = new Proxy({} as typeof remoteCatalog, {

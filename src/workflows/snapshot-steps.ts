@@ -1,4 +1,4 @@
-import { CancellationScope } from '@temporalio/workflow';
+import { CancellationScope, patched } from '@temporalio/workflow';
 import { catalog, hostActivities } from './activities.js';
 import type { Saga } from './saga.js';
 import { failureCode } from './failure.js';
@@ -19,19 +19,48 @@ export interface TakeSnapshotArgs {
   resumeAfter: boolean;
 }
 
+/** Patch id: quiesce, upload and resume run as one host activity (snapshotSandbox). */
+export const SNAPSHOT_IN_ONE_HOST_STEP = 'snapshot-in-one-host-step';
+
 /**
- * Reserve → quiesce → stream → resume → ready. Shared by createSnapshot and pause. The sandbox is
- * resumed on every path (success, failure, cancellation) when resumeAfter is set.
+ * Reserve → quiesce, stream, resume (one host step) → ready. Shared by createSnapshot and pause.
+ * The sandbox is resumed on every path (success, failure, cancellation) when resumeAfter is set.
  */
 export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<SnapshotResult & { replaced?: string }> {
+  if (!patched(SNAPSHOT_IN_ONE_HOST_STEP)) return takeSnapshotInThreeHostSteps(a, saga);
+  const { control, data } = hostActivities(a.hostQueue);
+  const objectKey = snapshotObjectKey(a.sandboxId, a.snapshotId);
+  saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(a.snapshotId, why.code, why.message));
+  const { replaces, sandboxState } = await reserve(a, objectKey, catalog.beginSnapshot);
+
+  // Operations on a sandbox are serialised, so its catalog state cannot change under us.
+  const resume = a.resumeAfter && sandboxState !== 'paused';
+  if (resume) saga.add('resume sandbox', () => control.resumeSandbox(a.sandboxId));
+  saga.add('delete partial object', () => catalog.deleteObject(objectKey));
+  const { sizeBytes, sha256 } = await data.snapshotSandbox({
+    operationId: a.operationId,
+    accountId: a.accountId,
+    sandboxId: a.sandboxId,
+    snapshotId: a.snapshotId,
+    objectKey,
+    quiesce: a.resumeAfter,
+    resume,
+  });
+
+  await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256, a.operationId);
+  if (replaces) await deleteSnapshotData(replaces, a.operationId);
+  return { snapshot_id: a.snapshotId, size_bytes: sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
+}
+
+/** Before SNAPSHOT_IN_ONE_HOST_STEP: kept for workflows that started with it. */
+async function takeSnapshotInThreeHostSteps(a: TakeSnapshotArgs, saga: Saga): Promise<SnapshotResult & { replaced?: string }> {
   const { control, data } = hostActivities(a.hostQueue);
   await catalog.reportStep(a.operationId, 'reserving');
   const objectKey = snapshotObjectKey(a.sandboxId, a.snapshotId);
   saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(a.snapshotId, why.code, why.message));
-  const { replaces } = await reserve(a, objectKey);
+  const { replaces } = await reserve(a, objectKey, catalog.reserveSnapshot);
 
   await catalog.reportStep(a.operationId, 'quiescing');
-  // Operations on a sandbox are serialised, so its catalog state cannot change under us.
   const resume = a.resumeAfter && (await catalog.getSandboxState(a.sandboxId)) !== 'paused';
   const undoQuiesce = resume ? saga.add('resume sandbox', () => control.resumeSandbox(a.sandboxId)) : undefined;
   if (a.resumeAfter) await control.quiesceSandbox(a.sandboxId);
@@ -58,11 +87,13 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
 
 const MAX_NAME_ATTEMPTS = 60;
 
-async function reserve(a: TakeSnapshotArgs, objectKey: string) {
+type Reservation = { snapshotId: string; accountId: string; sandboxId: string; name: string; kind: 'manual' | 'auto'; objectKey: string };
+
+async function reserve<R>(a: TakeSnapshotArgs, objectKey: string, step: (r: Reservation) => Promise<R>): Promise<R> {
   for (let attempt = 0; ; attempt++) {
     const name = typeof a.name === 'string' ? a.name : a.name(attempt);
     try {
-      return await catalog.reserveSnapshot({ snapshotId: a.snapshotId, accountId: a.accountId, sandboxId: a.sandboxId, name, kind: a.kind, objectKey });
+      return await step({ snapshotId: a.snapshotId, accountId: a.accountId, sandboxId: a.sandboxId, name, kind: a.kind, objectKey });
     } catch (err) {
       if (typeof a.name === 'string' || attempt >= MAX_NAME_ATTEMPTS || failureCode(err) !== 'name_taken') throw err;
     }
