@@ -10,6 +10,8 @@ import { describeTree, gnuExtract, populateTree, sha256File } from './support/tr
 import { getSnapshot } from '../src/catalog/snapshots.js';
 
 const armed = new Set<string>();
+/** Sandboxes whose upload waits, at its first chunk, until their processes run again; it records what it saw. */
+const heldUntilRunning = new Map<string, { sawRunning?: boolean; snapshotState?: string }>();
 let stack: TestStack;
 let api: ReturnType<typeof apiClient>;
 
@@ -19,7 +21,16 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       store: storeKind,
       catalog: 'postgres',
       api: true,
-      faultHook: (point, info) => {
+      faultHook: async (point, info) => {
+        const held = info.sandboxId ? heldUntilRunning.get(info.sandboxId) : undefined;
+        if (point === 'upload:progress' && held && held.sawRunning === undefined) {
+          held.sawRunning = false;
+          for (let i = 0; i < 200 && !held.sawRunning; i++) {
+            held.sawRunning = (await stack.runtime.processState(info.sandboxId!)) === 'running';
+            if (!held.sawRunning) await new Promise((r) => setTimeout(r, 50));
+          }
+          held.snapshotState = (await getSnapshot(stack.db, info.snapshotId!))?.state;
+        }
         // Fails once the first multipart part is in S3, so the rollback must remove a real partial upload.
         if (point === 'upload:progress' && info.sandboxId && armed.has(info.sandboxId) && (info.bytes ?? 0) > 6 * 1024 * 1024) {
           throw ApplicationFailure.create({ type: 'injected_fault', message: 'injected fault: upload:progress', nonRetryable: true });
@@ -82,6 +93,23 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).status).toBe(404);
       // The name is free again once its snapshot is gone.
       expect((await api.snapshot(id, 'to-delete')).op.status).toBe('succeeded');
+    });
+
+    // The fs store only: on S3 a held upload would hold back tar through the pipe.
+    if (storeKind === 'fs') it('the processes run again once the tree is read, while the archive is still being stored', async () => {
+      const id = await api.createSandbox();
+      fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(4 * 1024 * 1024));
+      await api.exec(id, ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'], true);
+      const held: { sawRunning?: boolean; snapshotState?: string } = {};
+      heldUntilRunning.set(id, held);
+
+      const { op, snapshotId } = await api.snapshot(id, 'early-resume');
+      expect(op.status).toBe('succeeded');
+      // The upload's first chunk waited until the processes ran: they were resumed before the snapshot was stored.
+      expect(held).toEqual({ sawRunning: true, snapshotState: 'pending' });
+      expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).body.state).toBe('ready');
+      expect(await stack.runtime.processState(id)).toBe('running');
+      heldUntilRunning.delete(id);
     });
 
     it('a failure injected mid-upload leaves no object, a failed snapshot, and the processes running', async () => {

@@ -43,16 +43,15 @@ export function createSandboxActivities(deps: ActivityDeps) {
         await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' });
         await heartbeatWhile('quiescing', runtime.quiesce(input.sandboxId));
       }
-      let out;
+      const resume = () => runtime.resume(input.sandboxId);
       try {
-        out = await uploadSnapshot(deps, input);
+        // Resumed as soon as tar has read the tree, before the archive is stored and synced.
+        return await uploadSnapshot(deps, input, input.resume ? resume : undefined);
       } catch (err) {
         // The upload's error is the one to report; the workflow's compensation resumes again if this fails.
-        if (input.resume) await runtime.resume(input.sandboxId).catch(() => {});
+        if (input.resume) await resume().catch(() => {});
         throw err;
       }
-      if (input.resume) await runtime.resume(input.sandboxId);
-      return out;
     },
 
     async createEmptySandbox(sandboxId: string): Promise<void> {

@@ -27,7 +27,12 @@ type Meter = ReturnType<typeof createMeter>;
  * limits are checked on every chunk, so an oversized snapshot is aborted as soon as it crosses a
  * limit, not after it is stored. Nothing is left under the key unless the whole archive is.
  */
-export async function uploadSnapshot(deps: ActivityDeps, input: UploadSnapshotInput): Promise<{ sizeBytes: number; sha256: string }> {
+export async function uploadSnapshot(
+  deps: ActivityDeps,
+  input: UploadSnapshotInput,
+  /** Runs once the tree has been read whole, while the archive may still be on its way to the store. */
+  afterPack?: () => Promise<void>,
+): Promise<{ sizeBytes: number; sha256: string }> {
   const { db, store, limits, faultHook } = deps;
   const signal = Context.current().cancellationSignal;
   // A previous attempt that died mid-upload may have left a multipart upload or temp file.
@@ -42,20 +47,20 @@ export async function uploadSnapshot(deps: ActivityDeps, input: UploadSnapshotIn
     batchBytes: WRITE_CHUNK_BYTES,
   });
   const root = deps.runtime.rootDir(input.sandboxId);
-  if (store.local) await packIntoLocalFile(store.local, root, input.objectKey, meter, signal);
-  else await packIntoStream(deps, root, input.objectKey, meter, signal);
+  if (store.local) await packIntoLocalFile(store.local, root, input.objectKey, meter, signal, afterPack);
+  else await packIntoStream(deps, root, input.objectKey, meter, signal, afterPack);
   await progress.flush();
   return { sizeBytes: meter.bytes, sha256: meter.digest() };
 }
 
 /** Remote stores: the archive streams through this process into store.put (bounded by its part buffers). */
-async function packIntoStream(deps: ActivityDeps, root: string, key: string, meter: Meter, signal: AbortSignal): Promise<void> {
+async function packIntoStream(deps: ActivityDeps, root: string, key: string, meter: Meter, signal: AbortSignal, afterPack?: () => Promise<void>): Promise<void> {
   const { store } = deps;
   const pack = packSnapshot(root, signal);
   pipeline(pack.stream, meter.stream, () => {});
   pack.done.catch((err) => meter.stream.destroy(err));
   try {
-    await Promise.all([store.put(key, meter.stream, { signal, contentType: 'application/zstd' }), pack.done]);
+    await Promise.all([store.put(key, meter.stream, { signal, contentType: 'application/zstd' }), pack.done.then(afterPack)]);
   } catch (err) {
     pack.kill();
     meter.stream.destroy();
@@ -70,7 +75,14 @@ async function packIntoStream(deps: ActivityDeps, root: string, key: string, met
  * grows to hash and meter it through one reused buffer. On a 2-core host that is what keeps a
  * snapshot close to plain tar | zstd: the archive's bytes are never copied into JS buffers.
  */
-async function packIntoLocalFile(local: LocalObjects, root: string, key: string, meter: Meter, signal: AbortSignal): Promise<void> {
+async function packIntoLocalFile(
+  local: LocalObjects,
+  root: string,
+  key: string,
+  meter: Meter,
+  signal: AbortSignal,
+  afterPack?: () => Promise<void>,
+): Promise<void> {
   const staged = await local.stage(key);
   const stop = new AbortController();
   const stopped = AbortSignal.any([signal, stop.signal]);
@@ -78,7 +90,7 @@ async function packIntoLocalFile(local: LocalObjects, root: string, key: string,
   try {
     pack = packSnapshotToFile(root, staged.fd, stopped);
     const follow = followFile(staged.path, { writerDone: pack.done, onChunk: (chunk) => meter.take(chunk), signal: stopped, writeback: true });
-    await Promise.all([pack.done, follow]);
+    await Promise.all([pack.done.then(afterPack), follow]);
     await staged.publish();
   } catch (err) {
     stop.abort();
