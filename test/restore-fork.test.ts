@@ -6,6 +6,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree, populateTree } from './support/tree.js';
+import { DATA_HEARTBEAT_TIMEOUT_MS } from '../src/workflows/activities.js';
 
 type Hook = (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
 
@@ -206,6 +207,36 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       fs.writeFileSync(path.join(root(id), 'big/part-3.bin'), randomBytes(MiB));
       return { id, counter, snapshotId, before: describeTree(root(id)) };
     }
+
+    // One store is enough: the keep-alive is the same code for both, and the wait is long.
+    if (storeKind === 'fs') it('a restore that moves no bytes for longer than the heartbeat timeout is not taken for a dead worker', async () => {
+      const id = await api.createSandbox();
+      populateBig(root(id));
+      const { snapshotId } = await api.snapshot(id, 'slow');
+      const expected = describeTree(root(id));
+      mutate(root(id));
+      let stalled = false;
+      faults.set(id, async (point) => {
+        if (point !== 'restore:extracting' || stalled) return;
+        stalled = true;
+        // No bytes move meanwhile, as when tar is still extracting what was hashed long ago.
+        await sleep(DATA_HEARTBEAT_TIMEOUT_MS + 2000);
+      });
+      try {
+        const opId = await restore(snapshotId);
+        const op = await api.waitOp(opId, 60_000);
+        expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
+        expect(stalled).toBe(true);
+        expect(describeTree(root(id))).toEqual(expected);
+        // The first attempt finished it: the stall did not time out and start a second one.
+        const history = await stack.client.workflow.getHandle(opId).fetchHistory();
+        const scheduled = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'stageSnapshot')!;
+        const started = history.events!.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId) === Number(scheduled.eventId))!;
+        expect(started.activityTaskStartedEventAttributes!.attempt).toBe(1);
+      } finally {
+        faults.delete(id);
+      }
+    }, 90_000);
 
     it('a failure mid-extraction leaves the target unchanged byte for byte', async () => {
       const { id, counter, snapshotId, before } = await prepare('extract-fault');

@@ -4,6 +4,8 @@ import { setOperationProgress } from '../catalog/operations.js';
 
 const HEARTBEAT_INTERVAL_MS = 250;
 const CATALOG_INTERVAL_MS = 1000;
+/** Well inside every heartbeat timeout (15 s), and what the worker flushes to the server at most anyway. */
+const KEEPALIVE_MS = 1000;
 
 /**
  * Counts the bytes a data mover has moved. add() runs once per chunk, so it only counts: the
@@ -35,6 +37,10 @@ export function progressReporter(db: CatalogDb, operationId: string, step: strin
     get bytes() {
       return bytes;
     },
+    /** Runs the data movement, heartbeating at least once a second even while no bytes move. */
+    during<T>(work: () => Promise<T>): Promise<T> {
+      return keepHeartbeating(() => ({ step, bytes }), work);
+    },
     async flush() {
       await writing;
       await setOperationProgress(db, operationId, { step, bytesDone: bytes }).catch(() => {});
@@ -42,13 +48,17 @@ export function progressReporter(db: CatalogDb, operationId: string, step: strin
   };
 }
 
-/** Heartbeats once a second while `work` runs: for steps with no bytes to count (stopping, syncing). */
-export async function heartbeatWhile<T>(step: string, work: Promise<T>): Promise<T> {
+/**
+ * Heartbeats at least once a second while `work` runs. A heartbeat means "this worker is alive",
+ * not "bytes moved": phases that move none (stopping processes, tar still extracting what was
+ * already hashed, the final fsync of a large archive) must not look like a dead worker.
+ */
+export async function keepHeartbeating<T>(details: () => unknown, work: () => Promise<T>): Promise<T> {
   const ctx = Context.current();
-  ctx.heartbeat({ step });
-  const timer = setInterval(() => ctx.heartbeat({ step }), 1000);
+  ctx.heartbeat(details());
+  const timer = setInterval(() => ctx.heartbeat(details()), KEEPALIVE_MS);
   try {
-    return await work;
+    return await work();
   } finally {
     clearInterval(timer);
   }

@@ -1,6 +1,6 @@
 import type { ActivityDeps } from './deps.js';
 import { uploadSnapshot, type UploadSnapshotInput } from './snapshot-upload.js';
-import { heartbeatWhile } from './progress.js';
+import { keepHeartbeating } from './progress.js';
 import { setOperationProgress } from '../catalog/operations.js';
 import { stageSnapshot, type StageSnapshotInput } from './snapshot-restore.js';
 import { commitSwap, removeDiscarded, retireSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
@@ -41,7 +41,7 @@ export function createSandboxActivities(deps: ActivityDeps) {
     async snapshotSandbox(input: UploadSnapshotInput & { quiesce: boolean; resume: boolean }) {
       if (input.quiesce) {
         await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' });
-        await heartbeatWhile('quiescing', runtime.quiesce(input.sandboxId));
+        await keepHeartbeating(() => ({ step: 'quiescing' }), () => runtime.quiesce(input.sandboxId));
       }
       const resume = () => runtime.resume(input.sandboxId);
       try {

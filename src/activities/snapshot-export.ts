@@ -40,11 +40,13 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
   gz.output.on('error', (e) => written.stream.destroy(e));
   gz.output.pipe(written.stream);
   try {
-    await Promise.all([
-      pipeline(source, read.stream, gz.input, { signal }),
-      store.put(key, written.stream, { signal, contentType: 'application/gzip' }),
-      gz.done,
-    ]);
+    await progress.during(() =>
+      Promise.all([
+        pipeline(source, read.stream, gz.input, { signal }),
+        store.put(key, written.stream, { signal, contentType: 'application/gzip' }),
+        gz.done,
+      ]),
+    );
   } catch (err) {
     gz.kill();
     await store.delete(key).catch(() => {});

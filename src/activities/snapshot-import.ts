@@ -27,7 +27,7 @@ export async function convertImport(deps: ActivityDeps, input: ConvertImportInpu
   tx.output.pipe(meter.stream);
   try {
     const source = await store.get(input.stagingKey, { signal });
-    await Promise.all([pipeline(source, tx.input, { signal }), store.put(input.objectKey, meter.stream, { signal }), tx.done]);
+    await progress.during(() => Promise.all([pipeline(source, tx.input, { signal }), store.put(input.objectKey, meter.stream, { signal }), tx.done]));
   } catch (err) {
     tx.kill();
     await store.delete(input.objectKey).catch(() => {});

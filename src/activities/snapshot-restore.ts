@@ -35,18 +35,20 @@ export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInpu
   });
   let unpack: Tools | undefined;
   try {
-    if (store.local) {
-      // zstd reads the object file itself; this process hashes the same file through one reused buffer.
-      const file = await store.local.objectFile(input.objectKey);
-      const tools = (unpack = unpackSnapshotFile(file, dest, signal));
-      const hashing = followFile(file, { writerDone: Promise.resolve(), onChunk: (chunk) => meter.take(chunk), signal });
-      hashing.catch(() => tools.kill());
-      await Promise.all([hashing, tools.done]);
-    } else {
-      const tools = (unpack = unpackSnapshot(dest, signal));
-      const body = await store.get(input.objectKey, { signal });
-      await Promise.all([pipeline(body, meter.stream, tools.stream, { signal }), tools.done]);
-    }
+    await progress.during(async () => {
+      if (store.local) {
+        // zstd reads the object file itself; this process hashes the same file through one reused buffer.
+        const file = await store.local.objectFile(input.objectKey);
+        const tools = (unpack = unpackSnapshotFile(file, dest, signal));
+        const hashing = followFile(file, { writerDone: Promise.resolve(), onChunk: (chunk) => meter.take(chunk), signal });
+        hashing.catch(() => tools.kill());
+        await Promise.all([hashing, tools.done]);
+      } else {
+        const tools = (unpack = unpackSnapshot(dest, signal));
+        const body = await store.get(input.objectKey, { signal });
+        await Promise.all([pipeline(body, meter.stream, tools.stream, { signal }), tools.done]);
+      }
+    });
     const actual = meter.digest();
     if (actual !== input.sha256) {
       throw new CagedError('checksum_mismatch', `snapshot ${input.snapshotId} is corrupt: sha256 ${actual} != recorded ${input.sha256}`);

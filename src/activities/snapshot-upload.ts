@@ -47,8 +47,11 @@ export async function uploadSnapshot(
     batchBytes: WRITE_CHUNK_BYTES,
   });
   const root = deps.runtime.rootDir(input.sandboxId);
-  if (store.local) await packIntoLocalFile(store.local, root, input.objectKey, meter, signal, afterPack);
-  else await packIntoStream(deps, root, input.objectKey, meter, signal, afterPack);
+  await progress.during(() =>
+    store.local
+      ? packIntoLocalFile(store.local, root, input.objectKey, meter, signal, afterPack)
+      : packIntoStream(deps, root, input.objectKey, meter, signal, afterPack),
+  );
   await progress.flush();
   return { sizeBytes: meter.bytes, sha256: meter.digest() };
 }

@@ -23,6 +23,9 @@ export const catalog: typeof remoteCatalog = new Proxy({} as typeof remoteCatalo
   get: (_target, name: string) => (patched(CATALOG_LOCAL_ACTIVITIES) ? localCatalog : remoteCatalog)[name as keyof SharedActivities],
 });
 
+/** A data mover that has not heartbeat for this long is taken for dead and retried elsewhere. */
+export const DATA_HEARTBEAT_TIMEOUT_MS = 15_000;
+
 /**
  * Steps on the sandbox's host. Data movers heartbeat their bytes: a dead worker is noticed within
  * the heartbeat timeout and the step is retried on another worker of the host's queue.
@@ -37,7 +40,7 @@ export function hostActivities(taskQueue: string) {
   const data = proxyActivities<HostActivities>({
     taskQueue,
     startToCloseTimeout: '2 hours',
-    heartbeatTimeout: '15 seconds',
+    heartbeatTimeout: DATA_HEARTBEAT_TIMEOUT_MS,
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5 },
   });
@@ -47,7 +50,7 @@ export function hostActivities(taskQueue: string) {
 /** Store-to-store data movers (export, import) on the shared queue; they heartbeat their bytes. */
 export const sharedData = proxyActivities<SharedActivities>({
   startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '15 seconds',
+  heartbeatTimeout: DATA_HEARTBEAT_TIMEOUT_MS,
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5 },
 });
