@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApplicationFailure } from '@temporalio/activity';
 import { startStack, type TestStack } from './support/stack.js';
+import { finalAttempt } from './support/history.js';
 import { apiClient } from './support/http.js';
 import { describeTree, populateTree } from './support/tree.js';
 import { DATA_HEARTBEAT_TIMEOUT_MS } from '../src/workflows/activities.js';
@@ -229,10 +230,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
         expect(stalled).toBe(true);
         expect(describeTree(root(id))).toEqual(expected);
         // The first attempt finished it: the stall did not time out and start a second one.
-        const history = await stack.client.workflow.getHandle(opId).fetchHistory();
-        const scheduled = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'stageSnapshot')!;
-        const started = history.events!.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId) === Number(scheduled.eventId))!;
-        expect(started.activityTaskStartedEventAttributes!.attempt).toBe(1);
+        expect(await finalAttempt(stack.client, opId, 'stageSnapshot')).toBe(1);
       } finally {
         faults.delete(id);
       }

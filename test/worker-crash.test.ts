@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openUploads } from './support/s3.js';
+import { finalAttempt } from './support/history.js';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { gnuExtract, sha256File } from './support/tree.js';
@@ -127,10 +128,7 @@ describe('a worker killed mid-snapshot', () => {
 
     // The snapshot's host step really was retried: its second attempt is the one that completed.
     await stack.client.workflow.getHandle(opId).result();
-    const history = await stack.client.workflow.getHandle(opId).fetchHistory();
-    const scheduled = history.events!.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'snapshotSandbox')!;
-    const started = history.events!.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId) === Number(scheduled.eventId))!;
-    expect(started.activityTaskStartedEventAttributes!.attempt).toBeGreaterThanOrEqual(2);
+    expect(await finalAttempt(stack.client, opId, 'snapshotSandbox')).toBeGreaterThanOrEqual(2);
 
     const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
     expect(snap.state).toBe('ready');

@@ -3,7 +3,6 @@ import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { packSnapshot, packSnapshotToFile, type Tools } from '../archive/snapshot-format.js';
 import { accountUsage, setSnapshotProgress } from '../catalog/snapshots.js';
-import { setOperationProgress } from '../catalog/operations.js';
 import type { LocalObjects } from '../storage/blob-store.js';
 import { followFile } from './file-follower.js';
 import { progressReporter } from './progress.js';
@@ -37,7 +36,6 @@ export async function uploadSnapshot(
   const signal = Context.current().cancellationSignal;
   // A previous attempt that died mid-upload may have left a multipart upload or temp file.
   await store.abortIncomplete(input.objectKey);
-  await setOperationProgress(db, input.operationId, { step: 'uploading', bytesDone: 0 });
   const usedByOthers = await accountUsage(db, input.accountId, input.snapshotId);
   const progress = progressReporter(db, input.operationId, 'uploading', (b) => setSnapshotProgress(db, input.snapshotId, b));
   const meter = createMeter({

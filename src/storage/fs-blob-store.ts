@@ -4,13 +4,10 @@ import path from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { CagedError } from '../shared/errors.js';
 import { backgroundWriteback } from './writeback.js';
-import { assertValidKey, type BlobInfo, type BlobStore, type LocalObjects, type PutOptions } from './blob-store.js';
+import { assertValidKey, type BlobInfo, type BlobStore, type LocalObjects, type PutOptions, type StagedObject } from './blob-store.js';
 
-interface Staged {
-  path: string;
+interface Staged extends StagedObject {
   handle: FileHandle;
-  publish(): Promise<{ size: number }>;
-  discard(): Promise<void>;
 }
 
 const PARTIAL_MARK = '.partial-';
@@ -34,10 +31,7 @@ export class FsBlobStore implements BlobStore {
       if (!st?.isFile()) throw notFound(key);
       return file;
     },
-    stage: async (key) => {
-      const staged = await this.stage(key);
-      return { path: staged.path, fd: staged.handle.fd, publish: staged.publish, discard: staged.discard };
-    },
+    stage: (key) => this.stage(key),
   };
 
   async put(key: string, body: Readable, opts: PutOptions = {}): Promise<{ size: number }> {
@@ -72,6 +66,7 @@ export class FsBlobStore implements BlobStore {
     return {
       path: tmp,
       handle,
+      fd: handle.fd,
       publish: async () => {
         if (state !== 'open') throw new Error(`staged object ${key} was already ${state}`);
         await handle.sync();

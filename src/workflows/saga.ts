@@ -23,18 +23,7 @@ export class Saga {
 
   /** Runs the clean-ups; returns the names of those that failed. */
   async cleanUp(): Promise<string[]> {
-    const failed: string[] = [];
-    await CancellationScope.nonCancellable(async () => {
-      for (const step of this.cleanups) {
-        try {
-          await step.fn();
-        } catch {
-          failed.push(step.name);
-        }
-      }
-    });
-    this.cleanups.length = 0;
-    return failed;
+    return runAll(this.cleanups.splice(0), (fn) => fn());
   }
 
   add(name: string, fn: Compensation): () => void {
@@ -47,17 +36,21 @@ export class Saga {
   }
 
   async compensate(why: FailureInfo): Promise<string[]> {
-    const failed: string[] = [];
-    await CancellationScope.nonCancellable(async () => {
-      for (const step of [...this.steps].reverse()) {
-        try {
-          await step.fn(why);
-        } catch {
-          failed.push(step.name);
-        }
-      }
-    });
-    this.steps.length = 0;
-    return failed;
+    return runAll(this.steps.splice(0).reverse(), (fn) => fn(why));
   }
+}
+
+/** Runs every step in order, non-cancellable; one failing does not stop the rest. Returns the names of those that failed. */
+async function runAll<F>(steps: { name: string; fn: F }[], call: (fn: F) => Promise<unknown>): Promise<string[]> {
+  const failed: string[] = [];
+  await CancellationScope.nonCancellable(async () => {
+    for (const step of steps) {
+      try {
+        await call(step.fn);
+      } catch {
+        failed.push(step.name);
+      }
+    }
+  });
+  return failed;
 }
