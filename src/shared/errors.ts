@@ -19,7 +19,13 @@ export const ERROR_STATUS = {
   limit_exceeded: 422,
   checksum_mismatch: 500,
   internal: 500,
+  /** The object store refused a request for good (access denied, no such bucket, not implemented, other 4xx). */
+  storage_error: 502,
   unavailable: 503,
+  /** The object store kept failing transiently (5xx, throttling, resets) past the retry bound. */
+  storage_unavailable: 503,
+  /** The operation ran past its deadline and was rolled back. */
+  deadline_exceeded: 504,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -26,11 +26,22 @@ export interface BlobStore {
   list(prefix: string): AsyncIterable<BlobInfo>;
   /** Removes what an interrupted put() of this key left behind (multipart uploads, temp files); returns how many. */
   abortIncomplete(key: string): Promise<number>;
+  /**
+   * Multipart uploads (or temp files) not yet completed under `prefix`, for the consistency checker.
+   * Best-effort: undefined when the store cannot list them (some S3-compatible servers lack the call).
+   */
+  listIncomplete?(prefix: string): AsyncIterable<IncompleteUpload>;
   /** Present when objects are files on this machine (fs): data movers then let their tools read and write them directly. */
   readonly local?: LocalObjects;
   /** A URL anyone can GET until it expires, when the store can sign one itself (S3); undefined otherwise. */
   presignGet?(key: string, expiresInSeconds: number, downloadName: string): Promise<string>;
   close?(): Promise<void>;
+}
+
+export interface IncompleteUpload {
+  key: string;
+  uploadId: string;
+  initiated?: Date;
 }
 
 export interface LocalObjects {
