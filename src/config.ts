@@ -27,6 +27,8 @@ const envSchema = z.object({
   CAGED_IMPORT_MAX_ENTRIES: int.default(200_000),
   CAGED_IMPORT_MAX_PATH: int.default(4096),
   CAGED_IMPORT_MAX_UNCOMPRESSED_BYTES: int.default(8 * 1024 ** 3),
+  CAGED_OPERATION_DEADLINE_S: int.min(1).default(1800),
+  CAGED_OPERATION_DEADLINE_S_PER_GIB: int.min(0).default(600),
   TEMPORAL_ADDRESS: z.string().optional(),
   TEMPORAL_NAMESPACE: z.string().default('default'),
   TEMPORAL_TASK_QUEUE: z.string().default('caged'),
@@ -79,6 +81,8 @@ export interface Config {
   limits: Limits;
   defaultIdleTimeoutSeconds: number;
   logLevel: string;
+  /** An operation's deadline: base seconds plus seconds per GiB it may move. */
+  deadline: { baseSeconds: number; secondsPerGiB: number };
 }
 
 /** Reads configuration from the environment; a bad value stops the process with the variable named. */
@@ -133,5 +137,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
     },
     defaultIdleTimeoutSeconds: e.CAGED_IDLE_TIMEOUT_S,
     logLevel: e.CAGED_LOG_LEVEL,
+    deadline: { baseSeconds: e.CAGED_OPERATION_DEADLINE_S, secondsPerGiB: e.CAGED_OPERATION_DEADLINE_S_PER_GIB },
   };
 }

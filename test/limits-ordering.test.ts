@@ -93,6 +93,10 @@ describe.each(['s3', 'fs'] as const)('snapshot limits on the %s store', (storeKi
     expect(third.status).toBe('succeeded');
     const newAuto = third.result.snapshot_id as string;
     expect(third.result).toEqual({ snapshot_id: newAuto, replaced: oldAuto });
+    // From the commit point on the replaced snapshot is out of use; it is deleted as clean-up,
+    // before the operation's workflow closes.
+    expect(['deleting', 'deleted']).toContain((await getSnapshot(stack.db, oldAuto))!.state);
+    await stack.client.workflow.getHandle(third.id).result();
 
     const live = await listSandboxSnapshots(stack.db, id);
     expect(live.map((s) => s.id).sort()).toEqual([newAuto, youngAuto, m1.snapshotId].sort());

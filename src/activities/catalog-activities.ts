@@ -14,6 +14,7 @@ interface SnapshotReservation {
   name: string;
   kind: SnapshotKind;
   objectKey: string;
+  holdReplaced?: boolean;
 }
 
 /** Activities on the catalog and the object store: they run on the shared task queue. */
@@ -23,7 +24,7 @@ export function createCatalogActivities(deps: ActivityDeps) {
   async function reserve(r: SnapshotReservation) {
     const out = await snapshots.reserveSnapshot(
       db,
-      { id: r.snapshotId, accountId: r.accountId, sandboxId: r.sandboxId, name: r.name, kind: r.kind, objectKey: r.objectKey },
+      { id: r.snapshotId, accountId: r.accountId, sandboxId: r.sandboxId, name: r.name, kind: r.kind, objectKey: r.objectKey, holdReplaced: r.holdReplaced },
       limits,
     );
     return { objectKey: out.snapshot.object_key, replaces: out.replaces };
@@ -71,8 +72,12 @@ export function createCatalogActivities(deps: ActivityDeps) {
 
     /** With operationId, the operation's step becomes 'finalizing' too. */
     async markSnapshotReady(snapshotId: string, sizeBytes: number, sha256: string, operationId?: string): Promise<void> {
-      await snapshots.markSnapshotReady(db, snapshotId, sizeBytes, sha256);
+      await snapshots.markSnapshotReady(db, snapshotId, sizeBytes, sha256, limits);
       if (operationId) await operations.setOperationProgress(db, operationId, { step: 'finalizing' });
+    },
+
+    async releaseReplacedSnapshot(snapshotId: string): Promise<void> {
+      await snapshots.releaseReplacedSnapshot(db, snapshotId);
     },
 
     async markSnapshotFailed(snapshotId: string, code: string, message: string): Promise<void> {

@@ -6,6 +6,8 @@ import { CagedError } from '../shared/errors.js';
 
 export const SNAPSHOT_NAME_RE = /^[A-Za-z0-9._-]{1,63}$/;
 const LIVE: SnapshotState[] = ['pending', 'ready', 'deleting'];
+/** Operation types that read a snapshot while they run. */
+const READERS = ['restore', 'fork', 'export'] as const;
 
 export interface Reservation {
   id: string;
@@ -14,6 +16,11 @@ export interface Reservation {
   name: string;
   kind: SnapshotKind;
   objectKey: string;
+  /**
+   * At the limit, take the auto snapshot this one replaces out of use now (state deleting), so the
+   * limit holds at every moment and no reader can claim it; releaseReplacedSnapshot undoes that.
+   */
+  holdReplaced?: boolean;
 }
 
 export interface ReserveOutcome {
@@ -62,25 +69,29 @@ export async function reserveSnapshot(db: CatalogDb, r: Reservation, limits: Lim
       .executeTakeFirst();
     if (clash) throw new CagedError('name_taken', `sandbox ${r.sandboxId} already has a snapshot named ${r.name} (${clash.id})`);
 
-    const live = await tx
+    // Snapshots on their way out (deleting) no longer count: they cannot be read or restored.
+    const counted = await tx
       .selectFrom('snapshots')
-      .select(['id', 'kind', 'state', 'created_at'])
+      .select(['id', 'kind', 'state'])
       .where('sandbox_id', '=', r.sandboxId)
-      .where('state', 'in', LIVE)
+      .where('state', 'in', ['pending', 'ready'])
       .orderBy('seq', 'asc')
       .execute();
     let replaces: string | undefined;
-    if (live.length >= limits.maxSnapshotsPerSandbox) {
-      const oldestAuto = r.kind === 'auto' ? live.find((s) => s.kind === 'auto' && s.state === 'ready') : undefined;
-      if (!oldestAuto || live.length > limits.maxSnapshotsPerSandbox) {
+    if (counted.length >= limits.maxSnapshotsPerSandbox) {
+      const oldestAuto = r.kind === 'auto' && counted.length === limits.maxSnapshotsPerSandbox ? await replaceableAuto(tx, r.sandboxId) : undefined;
+      if (!oldestAuto) {
         throw new CagedError(
           'limit_exceeded',
-          `limit snapshots_per_sandbox exceeded: sandbox ${r.sandboxId} has ${live.length} of ${limits.maxSnapshotsPerSandbox} snapshots` +
-            (r.kind === 'auto' ? ' and no auto snapshot to replace' : ''),
+          `limit snapshots_per_sandbox exceeded: sandbox ${r.sandboxId} has ${counted.length} of ${limits.maxSnapshotsPerSandbox} snapshots` +
+            (r.kind === 'auto' ? ' and no auto snapshot to replace (auto snapshots being read are kept)' : ''),
           { limit: 'snapshots_per_sandbox', max: limits.maxSnapshotsPerSandbox },
         );
       }
-      replaces = oldestAuto.id;
+      replaces = oldestAuto;
+      if (r.holdReplaced) {
+        await tx.updateTable('snapshots').set({ state: 'deleting', updated_at: sql`now()` }).where('id', '=', replaces).execute();
+      }
     }
     const used = await accountUsage(tx as unknown as CatalogDb, r.accountId);
     if (used >= limits.maxAccountBytes) {
@@ -104,6 +115,41 @@ export async function reserveSnapshot(db: CatalogDb, r: Reservation, limits: Lim
       .executeTakeFirstOrThrow();
     return { snapshot, replaces };
   });
+}
+
+/**
+ * The oldest ready auto snapshot of the sandbox that no running restore, fork or export reads,
+ * locked: a reader claims under the same row lock (claimSnapshotForRead), so it either registered
+ * before this look (and the snapshot is skipped) or finds the snapshot deleting.
+ */
+async function replaceableAuto(tx: CatalogDb, sandboxId: string): Promise<string | undefined> {
+  const row = await tx
+    .selectFrom('snapshots as s')
+    .select('s.id')
+    .where('s.sandbox_id', '=', sandboxId)
+    .where('s.kind', '=', 'auto')
+    .where('s.state', '=', 'ready')
+    .where(({ not, exists, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('operations as o')
+            .select('o.id')
+            .whereRef('o.snapshot_id', '=', 's.id')
+            .where('o.status', '=', 'running')
+            .where('o.type', 'in', READERS),
+        ),
+      ),
+    )
+    .orderBy('s.seq', 'asc')
+    .limit(1)
+    .forUpdate()
+    .executeTakeFirst();
+  return row?.id;
+}
+
+/** Undoes holdReplaced when the snapshot that was to replace it failed; its object was never touched. */
+export async function releaseReplacedSnapshot(db: CatalogDb, id: string): Promise<void> {
+  await db.updateTable('snapshots').set({ state: 'ready', updated_at: sql`now()` }).where('id', '=', id).where('state', '=', 'deleting').execute();
 }
 
 export async function getSnapshot(db: CatalogDb, id: string): Promise<SnapshotRow | undefined> {
@@ -130,16 +176,40 @@ export async function setSnapshotProgress(db: CatalogDb, id: string, bytes: numb
   await db.updateTable('snapshots').set({ size_bytes: bytes, updated_at: sql`now()` }).where('id', '=', id).where('state', '=', 'pending').execute();
 }
 
-export async function markSnapshotReady(db: CatalogDb, id: string, sizeBytes: number, sha256: string): Promise<SnapshotRow> {
-  const row = await db
-    .updateTable('snapshots')
-    .set({ state: 'ready', size_bytes: sizeBytes, sha256, updated_at: sql`now()`, error_code: null, error_message: null })
-    .where('id', '=', id)
-    .where('state', 'in', ['pending', 'ready'])
-    .returningAll()
-    .executeTakeFirst();
-  if (!row) throw new CagedError('invalid_state', `snapshot ${id} is no longer pending`);
-  return row;
+/**
+ * pending → ready: the commit point of a snapshot. Under the account's row lock the bytes of the
+ * account's other ready snapshots plus this one must fit the account limit, so concurrent
+ * snapshots of several sandboxes cannot together pass it (each checked only its own stream).
+ * Idempotent: a retry after the commit finds it ready.
+ */
+export async function markSnapshotReady(db: CatalogDb, id: string, sizeBytes: number, sha256: string, limits?: Pick<Limits, 'maxAccountBytes'>): Promise<SnapshotRow> {
+  return db.transaction().execute(async (tx) => {
+    const snap = await tx.selectFrom('snapshots').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!snap || (snap.state !== 'pending' && snap.state !== 'ready')) throw new CagedError('invalid_state', `snapshot ${id} is no longer pending`);
+    if (snap.state === 'ready') return snap;
+    if (limits) {
+      await tx.selectFrom('accounts').select('id').where('id', '=', snap.account_id).forUpdate().execute();
+      const stored = await tx
+        .selectFrom('snapshots')
+        .select((eb) => eb.fn.coalesce(eb.fn.sum<string>('size_bytes'), sql<string>`0`).as('total'))
+        .where('account_id', '=', snap.account_id)
+        .where('state', 'in', ['ready', 'deleting'])
+        .executeTakeFirstOrThrow();
+      if (num(stored.total) + sizeBytes > limits.maxAccountBytes) {
+        throw new CagedError(
+          'limit_exceeded',
+          `limit account_bytes exceeded: the account stores ${num(stored.total)} bytes and this snapshot adds ${sizeBytes} of ${limits.maxAccountBytes}`,
+          { limit: 'account_bytes', max: limits.maxAccountBytes },
+        );
+      }
+    }
+    return tx
+      .updateTable('snapshots')
+      .set({ state: 'ready', size_bytes: sizeBytes, sha256, updated_at: sql`now()`, error_code: null, error_message: null })
+      .where('id', '=', id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+  });
 }
 
 export async function markSnapshotFailed(db: CatalogDb, id: string, code: string, message: string): Promise<void> {
@@ -166,7 +236,7 @@ export async function markSnapshotDeleting(db: CatalogDb, id: string, byOperatio
       .select(['id', 'type'])
       .where('snapshot_id', '=', id)
       .where('status', '=', 'running')
-      .where('type', 'in', ['restore', 'fork', 'export'])
+      .where('type', 'in', READERS)
       .where('id', '!=', byOperationId)
       .executeTakeFirst();
     if (reader) throw new CagedError('snapshot_in_use', `snapshot ${id} is being read by ${reader.type} operation ${reader.id}`);
@@ -218,7 +288,7 @@ export async function activeReader(db: CatalogDb, snapshotId: string): Promise<{
     .select(['id', 'type'])
     .where('snapshot_id', '=', snapshotId)
     .where('status', '=', 'running')
-    .where('type', 'in', ['restore', 'fork', 'export'])
+    .where('type', 'in', READERS)
     .executeTakeFirst();
 }
 

@@ -3,6 +3,8 @@ import type { AppContext } from './context.js';
 import type { OperationRow, SandboxRow } from '../catalog/schema.js';
 import { insertOperation } from '../catalog/operations.js';
 import { touchSandbox } from '../catalog/sandboxes.js';
+import { getSnapshot } from '../catalog/snapshots.js';
+import { operationDeadlineSeconds } from './deadline.js';
 import {
   cancelOperationSignal,
   hostTaskQueue,
@@ -28,6 +30,7 @@ function entityStart(ctx: AppContext, sandbox: SandboxRow) {
     paused: sandbox.state === 'paused',
     deleted: sandbox.state === 'deleted',
     lastActiveAt: sandbox.last_active_at.getTime(),
+    pauseDeadlineSeconds: operationDeadlineSeconds(ctx.config, 'pause'),
   };
   return {
     workflowId: sandboxWorkflowId(sandbox.id),
@@ -63,7 +66,14 @@ export async function submitOperation<T extends OperationRequest['type']>(
   refs: { snapshotId?: string | null; operationId?: string } = {},
 ): Promise<OperationRow> {
   const operationId = refs.operationId ?? newOperationId(type.replace('_', '-'));
-  const fullInput = { ...input, operationId, accountId: sandbox.account_id, hostQueue: hostQueueOf(ctx, sandbox) };
+  const snapshotBytes = refs.snapshotId ? Number((await getSnapshot(ctx.db, refs.snapshotId))?.size_bytes ?? 0) : undefined;
+  const fullInput = {
+    ...input,
+    operationId,
+    accountId: sandbox.account_id,
+    hostQueue: hostQueueOf(ctx, sandbox),
+    deadlineSeconds: operationDeadlineSeconds(ctx.config, type, snapshotBytes),
+  };
   const row = await insertOperation(ctx.db, {
     id: operationId,
     accountId: sandbox.account_id,

@@ -35,6 +35,8 @@ export interface OperationRef {
   accountId: string;
   /** The queue for activities on the sandbox's host. */
   hostQueue: string;
+  /** Past this the operation is cancelled, rolled back and fails with deadline_exceeded; set by the API from its size. */
+  deadlineSeconds?: number;
 }
 
 export interface CreateSnapshotInput extends OperationRef {
@@ -112,6 +114,8 @@ export interface SandboxWorkflowInput {
   queue?: OperationRequest[];
   /** Last activity, epoch ms, as recorded by the touch signal. */
   lastActiveAt?: number;
+  /** The deadline of the pauses this workflow starts itself when the sandbox is idle. */
+  pauseDeadlineSeconds?: number;
 }
 
 export const submitOperationSignal = defineSignal<[OperationRequest]>('submitOperation');

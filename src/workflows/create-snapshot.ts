@@ -3,5 +3,5 @@ import { runOperation } from './operation.js';
 import { takeSnapshot } from './snapshot-steps.js';
 
 export async function createSnapshotWorkflow(input: CreateSnapshotInput): Promise<SnapshotResult> {
-  return runOperation(input.operationId, (saga) => takeSnapshot({ ...input, resumeAfter: !input.keepPaused }, saga));
+  return runOperation(input.operationId, (saga) => takeSnapshot({ ...input, resumeAfter: !input.keepPaused }, saga), input.deadlineSeconds);
 }

@@ -10,5 +10,5 @@ export async function deleteSandboxWorkflow(input: DeleteSandboxInput): Promise<
     await control.destroySandbox(input.sandboxId);
     await catalog.setSandboxState(input.sandboxId, 'deleted');
     return { sandbox_id: input.sandboxId };
-  });
+  }, input.deadlineSeconds);
 }

@@ -8,5 +8,5 @@ export async function deleteSnapshotWorkflow(input: DeleteSnapshotInput): Promis
     await catalog.reportStep(input.operationId, 'deleting');
     await deleteSnapshotData(input.snapshotId, input.operationId);
     return { snapshot_id: input.snapshotId };
-  });
+  }, input.deadlineSeconds);
 }

@@ -15,5 +15,5 @@ export async function exportWorkflow(input: ExportInput) {
     });
     const link = await catalog.downloadUrl(archive.key, `${input.snapshotId}.tar.gz`);
     return { ...link, sha256: archive.sha256, size_bytes: archive.sizeBytes, reused: archive.reused };
-  });
+  }, input.deadlineSeconds);
 }

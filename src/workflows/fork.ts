@@ -1,8 +1,9 @@
-import { CancellationScope } from '@temporalio/workflow';
+import { CancellationScope, patched } from '@temporalio/workflow';
 import type { ForkInput } from '../shared/definitions.js';
 import { catalog, hostActivities } from './activities.js';
 import { runOperation } from './operation.js';
 import { finishSwap, restoreInto } from './restore-steps.js';
+import { COMMIT_POINTS } from './patches.js';
 
 /** A new sandbox with the snapshot's filesystem; a failed fork removes the half-made sandbox. */
 export async function forkWorkflow(input: ForkInput) {
@@ -19,7 +20,9 @@ export async function forkWorkflow(input: ForkInput) {
     await CancellationScope.nonCancellable(async () => {
       await finishSwap(control, saga, input.newSandboxId, input.operationId);
       await catalog.setSandboxState(input.newSandboxId, 'running');
+      // Commit point: the new sandbox exists and is recorded running; nothing may remove it now.
+      if (patched(COMMIT_POINTS)) saga.commit();
     });
     return { sandbox_id: input.newSandboxId, snapshot_id: input.snapshotId, ...out };
-  });
+  }, input.deadlineSeconds);
 }

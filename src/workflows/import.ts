@@ -1,4 +1,6 @@
+import { patched } from '@temporalio/workflow';
 import type { ImportInput } from '../shared/definitions.js';
+import { COMMIT_POINTS } from './patches.js';
 import { catalog, sharedData } from './activities.js';
 import { runOperation } from './operation.js';
 import { snapshotObjectKey } from './snapshot-steps.js';
@@ -21,7 +23,13 @@ export async function importWorkflow(input: ImportInput) {
       objectKey,
     });
     await catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256);
-    await catalog.deleteObject(input.stagingKey);
+    if (patched(COMMIT_POINTS)) {
+      // Commit point: the snapshot is ready; removing the upload is clean-up.
+      saga.commit();
+      saga.afterSuccess('delete upload', () => catalog.deleteObject(input.stagingKey));
+    } else {
+      await catalog.deleteObject(input.stagingKey);
+    }
     return { snapshot_id: input.snapshotId, size_bytes: sizeBytes, sha256 };
-  });
+  }, input.deadlineSeconds);
 }

@@ -1,9 +1,10 @@
-import { uuid4, workflowInfo } from '@temporalio/workflow';
+import { CancellationScope, isCancellation, patched, uuid4, workflowInfo } from '@temporalio/workflow';
 import type { PauseInput } from '../shared/definitions.js';
 import { catalog, hostActivities } from './activities.js';
 import { runOperation } from './operation.js';
 import { takeSnapshot } from './snapshot-steps.js';
 import { describeFailure } from './failure.js';
+import { COMMIT_POINTS } from './patches.js';
 
 export interface PauseResult {
   already_paused?: boolean;
@@ -34,6 +35,10 @@ export async function pauseWorkflow(input: PauseInput): Promise<PauseResult> {
 
     const snapshotId = `snap-${uuid4().replace(/-/g, '').slice(0, 8)}`;
     const startedAt = workflowInfo().startTime.getTime();
+    // From the patch on, the snapshot has undo steps of its own: when it fails the sandbox stays
+    // paused (its disk holds every write) and only the snapshot is rolled back.
+    const isolated = patched(COMMIT_POINTS);
+    const snapSaga = isolated ? saga.child() : saga;
     try {
       const snap = await takeSnapshot(
         {
@@ -48,15 +53,22 @@ export async function pauseWorkflow(input: PauseInput): Promise<PauseResult> {
           hostQueue: input.hostQueue,
           resumeAfter: false,
         },
-        saga,
+        snapSaga,
       );
       return { snapshot_id: snap.snapshot_id, ...(snap.replaced ? { replaced: snap.replaced } : {}) };
     } catch (err) {
       const why = describeFailure(err);
+      if (isolated) {
+        // A cancelled pause is undone whole: the sandbox runs again.
+        if (isCancellation(err) || CancellationScope.current().consideredCancelled) throw err;
+        const undoFailed = await snapSaga.compensate(why);
+        const reason = undoFailed.length ? `${why.message} (rollback steps failed: ${undoFailed.join(', ')})` : why.message;
+        return { snapshot_skipped: { code: why.code, reason } };
+      }
       // At the snapshot limit with nothing replaceable, the pause still happens and says why.
       if (why.code !== 'limit_exceeded') throw err;
       await catalog.markSnapshotFailed(snapshotId, why.code, why.message);
       return { snapshot_skipped: { code: why.code, reason: why.message } };
     }
-  });
+  }, input.deadlineSeconds);
 }

@@ -1,6 +1,7 @@
 import { CancellationScope, patched } from '@temporalio/workflow';
 import { catalog, hostActivities } from './activities.js';
 import type { Saga } from './saga.js';
+import { describeFailure } from './failure.js';
 
 /** Patch id: the replaced root is deleted after the operation reports success, not before. */
 export const DISCARD_ROOT_AFTER_SUCCESS = 'discard-root-after-success';
@@ -47,4 +48,21 @@ export async function finishSwap(control: ReturnType<typeof hostActivities>['con
   } else {
     await control.commitRoot(sandboxId, operationId);
   }
+}
+
+/**
+ * Steps after a commit point that the result depends on only for its warnings: each is tried in
+ * turn and a failure becomes a warning, never a rollback.
+ */
+export async function afterCommit(steps: ([string, () => Promise<unknown>] | undefined)[]): Promise<string[]> {
+  const warnings: string[] = [];
+  for (const step of steps) {
+    if (!step) continue;
+    try {
+      await step[1]();
+    } catch (err) {
+      warnings.push(`${step[0]} failed: ${describeFailure(err).message}`);
+    }
+  }
+  return warnings;
 }

@@ -1,8 +1,9 @@
-import { CancellationScope } from '@temporalio/workflow';
+import { CancellationScope, patched } from '@temporalio/workflow';
 import type { RestoreInput } from '../shared/definitions.js';
 import { catalog, hostActivities } from './activities.js';
 import { runOperation } from './operation.js';
-import { finishSwap, restoreInto } from './restore-steps.js';
+import { afterCommit, finishSwap, restoreInto } from './restore-steps.js';
+import { COMMIT_POINTS } from './patches.js';
 
 /**
  * Replaces the target's filesystem with the snapshot's, exactly. Its processes are stopped
@@ -21,12 +22,25 @@ export async function restoreWorkflow(input: RestoreInput) {
     const out = await restoreInto({ ...input }, saga);
 
     await catalog.reportStep(input.operationId, 'finalizing');
-    // Once the previous root is retired the restore cannot be undone, so it is finished, not cancelled.
-    await CancellationScope.nonCancellable(async () => {
+    if (!patched(COMMIT_POINTS)) {
+      // Once the previous root is retired the restore cannot be undone, so it is finished, not cancelled.
+      await CancellationScope.nonCancellable(async () => {
+        await finishSwap(control, saga, input.targetSandboxId, input.operationId);
+        if (before !== 'paused') await control.resumeSandbox(input.targetSandboxId);
+        await catalog.touchSandbox(input.targetSandboxId);
+      });
+      return { snapshot_id: input.snapshotId, sandbox_id: input.targetSandboxId, ...out };
+    }
+    const warnings = await CancellationScope.nonCancellable(async () => {
       await finishSwap(control, saga, input.targetSandboxId, input.operationId);
-      if (before !== 'paused') await control.resumeSandbox(input.targetSandboxId);
-      await catalog.touchSandbox(input.targetSandboxId);
+      // Commit point: the new root is in place and nothing may put the old one back. What follows
+      // cannot make the restore fail; a sandbox left stopped is reported, and verify --repair resumes it.
+      saga.commit();
+      return afterCommit([
+        before !== 'paused' ? ['resume the sandbox', () => control.resumeSandbox(input.targetSandboxId)] : undefined,
+        ['record activity', () => catalog.touchSandbox(input.targetSandboxId)],
+      ]);
     });
-    return { snapshot_id: input.snapshotId, sandbox_id: input.targetSandboxId, ...out };
-  });
+    return { snapshot_id: input.snapshotId, sandbox_id: input.targetSandboxId, ...out, ...(warnings.length ? { warnings } : {}) };
+  }, input.deadlineSeconds);
 }

@@ -9,5 +9,5 @@ export async function resumeWorkflow(input: ResumeInput): Promise<{ resumed: boo
     const state = await catalog.getSandboxState(input.sandboxId);
     if (state === 'paused') await catalog.setSandboxState(input.sandboxId, 'running');
     return { resumed: state === 'paused' };
-  });
+  }, input.deadlineSeconds);
 }

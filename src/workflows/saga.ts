@@ -10,7 +10,13 @@ type Compensation = (why: FailureInfo) => Promise<unknown>;
  */
 export class Saga {
   private readonly steps: { name: string; fn: Compensation }[] = [];
-  private readonly cleanups: { name: string; fn: () => Promise<unknown> }[] = [];
+
+  /** A child shares its parent's clean-ups but undoes only its own steps (a pause's snapshot). */
+  constructor(private readonly cleanups: { name: string; fn: () => Promise<unknown> }[] = []) {}
+
+  child(): Saga {
+    return new Saga(this.cleanups);
+  }
 
   /**
    * A clean-up that runs once the operation has been recorded as succeeded, so the caller does not
@@ -33,6 +39,18 @@ export class Saga {
       const i = this.steps.indexOf(entry);
       if (i >= 0) this.steps.splice(i, 1);
     };
+  }
+
+  /**
+   * The commit point: what is done so far is final, so none of the undo steps registered until now
+   * may run any more. Whatever follows is either undone by steps registered after this, or clean-up.
+   */
+  commit(): void {
+    this.steps.splice(0);
+  }
+
+  hasCompensations(): boolean {
+    return this.steps.length > 0;
   }
 
   async compensate(why: FailureInfo): Promise<string[]> {

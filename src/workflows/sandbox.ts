@@ -121,7 +121,14 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
     const operationId = `op-pause-idle-${uuid4().replace(/-/g, '').slice(0, 12)}`;
     const req: OperationRequest = {
       type: 'pause',
-      input: { operationId, accountId: inp.accountId, hostQueue: inp.hostQueue, sandboxId: inp.sandboxId, reason: 'idle_timeout' },
+      input: {
+        operationId,
+        accountId: inp.accountId,
+        hostQueue: inp.hostQueue,
+        sandboxId: inp.sandboxId,
+        reason: 'idle_timeout',
+        ...(inp.pauseDeadlineSeconds ? { deadlineSeconds: inp.pauseDeadlineSeconds } : {}),
+      },
     };
     await catalog.recordOperation({ id: operationId, accountId: inp.accountId, type: 'pause', sandboxId: inp.sandboxId, input: req.input });
     return req;

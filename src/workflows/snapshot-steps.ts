@@ -2,6 +2,7 @@ import { CancellationScope, patched } from '@temporalio/workflow';
 import { catalog, hostActivities } from './activities.js';
 import type { Saga } from './saga.js';
 import { failureCode } from './failure.js';
+import { COMMIT_POINTS } from './patches.js';
 import type { SnapshotResult } from '../shared/definitions.js';
 
 export const snapshotObjectKey = (sandboxId: string, snapshotId: string) => `snapshots/${sandboxId}/${snapshotId}.tar.zst`;
@@ -28,10 +29,14 @@ export const SNAPSHOT_IN_ONE_HOST_STEP = 'snapshot-in-one-host-step';
  */
 export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<SnapshotResult & { replaced?: string }> {
   if (!patched(SNAPSHOT_IN_ONE_HOST_STEP)) return takeSnapshotInThreeHostSteps(a, saga);
+  const committed = patched(COMMIT_POINTS);
   const { control, data } = hostActivities(a.hostQueue);
   const objectKey = snapshotObjectKey(a.sandboxId, a.snapshotId);
   saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(a.snapshotId, why.code, why.message));
-  const { replaces, sandboxState } = await reserve(a, objectKey, catalog.beginSnapshot);
+  const { replaces, sandboxState } = await reserve(a, objectKey, (r) => catalog.beginSnapshot(committed ? { ...r, holdReplaced: true } : r));
+  // The reservation took the replaced snapshot out of use (it no longer counts against the limit
+  // and no reader can claim it); until this one is ready it goes back to ready on any failure.
+  if (committed && replaces) saga.add('keep the replaced snapshot', () => catalog.releaseReplacedSnapshot(replaces));
 
   // Operations on a sandbox are serialised, so its catalog state cannot change under us.
   const resume = a.resumeAfter && sandboxState !== 'paused';
@@ -48,8 +53,16 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
   });
 
   await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256, a.operationId);
-  if (replaces) await deleteSnapshotData(replaces, a.operationId);
-  return { snapshot_id: a.snapshotId, size_bytes: sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
+  const result = { snapshot_id: a.snapshotId, size_bytes: sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
+  if (!committed) {
+    if (replaces) await deleteSnapshotData(replaces, a.operationId);
+    return result;
+  }
+  // Commit point: the snapshot is ready and nothing may undo it. Deleting the snapshot it replaces
+  // is clean-up; if that fails the old one stays out of use, for `caged admin verify --repair`.
+  saga.commit();
+  if (replaces) saga.afterSuccess('delete the replaced snapshot', () => deleteSnapshotData(replaces, a.operationId));
+  return result;
 }
 
 /** Before SNAPSHOT_IN_ONE_HOST_STEP: kept for workflows that started with it. */
