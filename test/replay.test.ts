@@ -8,6 +8,23 @@ import { OPERATION_TYPES } from '../src/shared/definitions.js';
 Runtime.install({ logger: new DefaultLogger('WARN') });
 const HISTORIES = path.join(import.meta.dirname, 'histories');
 
+/** The ids of the patches a recorded history went through (its core_patch markers). */
+function patchesOf(file: string): string[] {
+  const history = JSON.parse(fs.readFileSync(file, 'utf8')) as { events: { markerRecordedEventAttributes?: { markerName?: string; details?: Record<string, { payloads?: { data?: string }[] }> } }[] };
+  const ids: string[] = [];
+  for (const e of history.events) {
+    const m = e.markerRecordedEventAttributes;
+    if (m?.markerName !== 'core_patch') continue;
+    for (const v of Object.values(m.details ?? {})) {
+      for (const p of v.payloads ?? []) {
+        const decoded = Buffer.from(p.data ?? '', 'base64').toString('utf8');
+        if (decoded.startsWith('{')) ids.push((JSON.parse(decoded) as { id: string }).id);
+      }
+    }
+  }
+  return ids;
+}
+
 describe('replay of recorded histories', () => {
   it('holds at least one history per workflow type', () => {
     // <workflowType>.json, or <workflowType>.<patch>.json for a history recorded after a patch.
@@ -21,7 +38,7 @@ describe('replay of recorded histories', () => {
   it('every history replays on the current workflow code', async () => {
     const outcomes = await replayHistoryFiles(historyFiles([HISTORIES]), { code: inject('workflowCode') });
     expect(outcomes.filter((o) => o.error)).toEqual([]);
-    expect(outcomes).toHaveLength(23);
+    expect(outcomes).toHaveLength(33);
   });
 
   it('covers both sides of the catalog-local-activities patch', () => {
@@ -67,6 +84,19 @@ describe('replay of recorded histories', () => {
     expect(snapshotAfter).not.toContain('"quiesceSandbox"');
     expect(snapshotAfter).not.toContain('"resumeSandbox"');
     expect(fs.readFileSync(path.join(HISTORIES, 'pauseWorkflow.snapshot-in-one-host-step.json'), 'utf8')).toContain('"quiesceSandbox"');
+  });
+
+  it('covers both sides of the commit-points-and-deadlines patch', () => {
+    // Every operation type has a history recorded after the patch, and one before it.
+    const operations = ['createSnapshotWorkflow', 'deleteSnapshotWorkflow', 'pauseWorkflow', 'resumeWorkflow', 'restoreWorkflow', 'forkWorkflow', 'exportWorkflow', 'importWorkflow', 'deleteSandboxWorkflow'];
+    for (const type of operations) {
+      expect(patchesOf(path.join(HISTORIES, `${type}.commit-points-and-deadlines.json`)), type).toContain('commit-points-and-deadlines');
+      expect(patchesOf(path.join(HISTORIES, `${type}.catalog-local-activities.json`)), type).not.toContain('commit-points-and-deadlines');
+    }
+    // After: the replaced root is still retired, and a restore's deadline timer is in its history.
+    const restoreAfter = fs.readFileSync(path.join(HISTORIES, 'restoreWorkflow.commit-points-and-deadlines.json'), 'utf8');
+    expect(restoreAfter).toContain('"retireRoot"');
+    expect(restoreAfter).toContain('EVENT_TYPE_TIMER_STARTED');
   });
 
   it('a change that breaks running workflows is caught', async () => {
