@@ -1,0 +1,118 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack, type TestStack } from './support/stack.js';
+import { apiClient } from './support/http.js';
+import { describeTree } from './support/tree.js';
+import { getSnapshot } from '../src/catalog/snapshots.js';
+
+type Hook = (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
+type Api = ReturnType<typeof apiClient>;
+
+const MiB = 1024 * 1024;
+
+/** Faults armed per snapshot id; each test arms only ids it owns. */
+const faults = new Map<string, Hook>();
+
+/**
+ * Operations of different sandboxes run on different workflows, so nothing orders a read of a
+ * snapshot (restore into, or fork to, another sandbox) against what its own sandbox does meanwhile.
+ */
+describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (storeKind) => {
+  let stack: TestStack;
+  let api: Api;
+
+  beforeAll(async () => {
+    stack = await startStack({
+      store: storeKind,
+      catalog: 'postgres',
+      api: true,
+      faultHook: async (point, info) => {
+        const hook = info.snapshotId ? faults.get(info.snapshotId) : undefined;
+        if (hook) await hook(point, info);
+      },
+    });
+    api = apiClient(stack.apiUrl!, (await stack.newAccount()).apiKey);
+  });
+  afterAll(async () => stack?.close());
+
+  /** A sandbox with a snapshot of a tree worth reading for a while. */
+  async function snapshotted() {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    const root = stack.runtime.rootDir(id);
+    fs.writeFileSync(path.join(root, 'data.bin'), randomBytes(4 * MiB));
+    fs.writeFileSync(path.join(root, 'note.txt'), 'hello\n');
+    const snap = await api.snapshot(id, 'base');
+    expect(snap.op.status).toBe('succeeded');
+    return { id, snapshotId: snap.snapshotId, tree: describeTree(root) };
+  }
+
+  /** Holds the first read of the snapshot until released; resolves once the read has begun. */
+  async function holdRead(snapshotId: string) {
+    let release!: () => void;
+    let began!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const started = new Promise<void>((r) => (began = r));
+    faults.set(snapshotId, async (point) => {
+      if (point !== 'restore:extracting') return;
+      began();
+      await released;
+    });
+    return {
+      started,
+      release: () => {
+        faults.delete(snapshotId);
+        release();
+      },
+    };
+  }
+
+  it('a fork reading a snapshot while its sandbox is deleted: the fork succeeds byte for byte and the snapshot stays', async () => {
+    const { id, snapshotId, tree } = await snapshotted();
+    const hold = await holdRead(snapshotId);
+    const f = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });
+    expect(f.status).toBe(202);
+    await hold.started;
+
+    const del = await api.call('DELETE', `/v1/sandboxes/${id}`);
+    expect(del.status).toBe(202);
+    expect((await api.waitOp(del.body.operation.id)).status).toBe('succeeded');
+    hold.release();
+
+    expect((await api.waitOp(f.body.operation.id)).status).toBe('succeeded');
+    expect(describeTree(stack.runtime.rootDir(f.body.sandbox.id))).toEqual(tree);
+    expect((await getSnapshot(stack.db, snapshotId))!.state).toBe('ready');
+    // Still restorable after its sandbox is gone.
+    const again = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });
+    expect((await api.waitOp(again.body.operation.id)).status).toBe('succeeded');
+    expect(describeTree(stack.runtime.rootDir(again.body.sandbox.id))).toEqual(tree);
+  });
+
+  it('deleting a snapshot that a restore into another sandbox is reading is refused; the restore completes', async () => {
+    const { snapshotId, tree } = await snapshotted();
+    const target = await api.createSandbox({ idle_timeout_s: 0 });
+    const hold = await holdRead(snapshotId);
+    const r = await api.call('POST', `/v1/snapshots/${snapshotId}/restore`, { to: target });
+    expect(r.status).toBe(202);
+    await hold.started;
+
+    const del = await api.call('DELETE', `/v1/snapshots/${snapshotId}`);
+    if (del.status === 202) {
+      // Accepted, then refused by the workflow under the snapshot's row lock.
+      const op = await api.waitOp(del.body.operation.id);
+      expect(op.status).toBe('failed');
+      expect(op.error.code).toBe('snapshot_in_use');
+    } else {
+      expect(del.status).toBe(409);
+      expect(del.body.error.code).toBe('snapshot_in_use');
+    }
+    hold.release();
+
+    expect((await api.waitOp(r.body.operation.id)).status).toBe('succeeded');
+    expect(describeTree(stack.runtime.rootDir(target))).toEqual(tree);
+    const snap = (await getSnapshot(stack.db, snapshotId))!;
+    expect(snap.state).toBe('ready');
+    expect((await stack.store.head(snap.object_key))?.size).toBe(Number(snap.size_bytes));
+  });
+});
