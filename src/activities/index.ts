@@ -17,3 +17,13 @@ export function createHostActivities(deps: ActivityDeps) {
 
 export type SharedActivities = ReturnType<typeof createSharedActivities>;
 export type HostActivities = ReturnType<typeof createHostActivities>;
+
+/** Long steps that stream a snapshot's bytes: they heartbeat, and never run as local activities. */
+type StoreDataMover = 'exportArchive' | 'convertImport';
+type HostDataMover = 'snapshotSandbox' | 'stageSnapshot';
+
+/** Short catalog and object-store steps (workflows run them as local activities). */
+export type CatalogActivities = Omit<SharedActivities, StoreDataMover>;
+export type StoreDataActivities = Pick<SharedActivities, StoreDataMover>;
+export type HostControlActivities = Omit<HostActivities, HostDataMover>;
+export type HostDataActivities = Pick<HostActivities, HostDataMover>;

@@ -1,56 +1,59 @@
-import { ActivityCancellationType, patched, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
-import type { HostActivities, SharedActivities } from '../activities/index.js';
+import { ActivityCancellationType, deprecatePatch, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
+import { CATALOG_LOCAL_ACTIVITIES } from './patches.js';
+import type { CatalogActivities, HostControlActivities, HostDataActivities, StoreDataActivities } from '../activities/index.js';
 
-const CATALOG_OPTIONS = {
+const SHORT_STEP = {
   startToCloseTimeout: '30 seconds',
   scheduleToCloseTimeout: '10 minutes',
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '20 seconds' },
 } as const;
 
-/** Patch id: catalog steps run as local activities. */
-export const CATALOG_LOCAL_ACTIVITIES = 'catalog-local-activities';
-
-const remoteCatalog = proxyActivities<SharedActivities>(CATALOG_OPTIONS);
-const localCatalog = proxyLocalActivities<SharedActivities>(CATALOG_OPTIONS);
-
 /**
  * Catalog and object-store steps: short, idempotent, retried with backoff for up to ten minutes.
  * They run as local activities, in the worker that runs the workflow and within its workflow task:
- * an operation makes several of them, and as ordinary activities each cost a round trip through
- * the server (~25 ms). Workflows that started before the patch replay their ordinary activities.
+ * an operation makes several of them, and as ordinary activities each would cost a round trip
+ * through the server (~25 ms). Only short steps are in this type: a data mover cannot be proxied here.
  */
-export const catalog: typeof remoteCatalog = new Proxy({} as typeof remoteCatalog, {
-  get: (_target, name: string) => (patched(CATALOG_LOCAL_ACTIVITIES) ? localCatalog : remoteCatalog)[name as keyof SharedActivities],
-});
+export const localCatalog = proxyLocalActivities<CatalogActivities>(SHORT_STEP);
+/** What operation workflows use. */
+export const catalog: typeof localCatalog = withDeprecatedPatch(localCatalog, CATALOG_LOCAL_ACTIVITIES);
+
+/**
+ * The catalog-local-activities patch is deprecated: its marker sits where a workflow first used a
+ * catalog step, so deprecatePatch is called there, on each use, until the call itself is removed
+ * (once no operation that recorded the marker can be open: see patches.ts).
+ */
+function withDeprecatedPatch<T extends object>(steps: T, patchId: string): T {
+  return new Proxy(steps, {
+    get: (target, name) => {
+      deprecatePatch(patchId);
+      return Reflect.get(target, name);
+    },
+  });
+}
+
+/** The same steps as ordinary activities: the sandbox workflow before patch catalog-local-activities. */
+export const remoteCatalog = proxyActivities<CatalogActivities>(SHORT_STEP);
 
 /** A data mover that has not heartbeat for this long is taken for dead and retried elsewhere. */
 export const DATA_HEARTBEAT_TIMEOUT_MS = 15_000;
+
+const DATA_MOVER = {
+  startToCloseTimeout: '2 hours',
+  heartbeatTimeout: DATA_HEARTBEAT_TIMEOUT_MS,
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5 },
+} as const;
 
 /**
  * Steps on the sandbox's host. Data movers heartbeat their bytes: a dead worker is noticed within
  * the heartbeat timeout and the step is retried on another worker of the host's queue.
  */
 export function hostActivities(taskQueue: string) {
-  const control = proxyActivities<HostActivities>({
-    taskQueue,
-    startToCloseTimeout: '60 seconds',
-    scheduleToCloseTimeout: '10 minutes',
-    retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '20 seconds' },
-  });
-  const data = proxyActivities<HostActivities>({
-    taskQueue,
-    startToCloseTimeout: '2 hours',
-    heartbeatTimeout: DATA_HEARTBEAT_TIMEOUT_MS,
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5 },
-  });
+  const control = proxyActivities<HostControlActivities>({ taskQueue, ...SHORT_STEP, startToCloseTimeout: '60 seconds' });
+  const data = proxyActivities<HostDataActivities>({ taskQueue, ...DATA_MOVER });
   return { control, data };
 }
 
 /** Store-to-store data movers (export, import) on the shared queue; they heartbeat their bytes. */
-export const sharedData = proxyActivities<SharedActivities>({
-  startToCloseTimeout: '2 hours',
-  heartbeatTimeout: DATA_HEARTBEAT_TIMEOUT_MS,
-  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5 },
-});
+export const sharedData = proxyActivities<StoreDataActivities>(DATA_MOVER);

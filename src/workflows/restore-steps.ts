@@ -1,10 +1,9 @@
-import { CancellationScope, patched } from '@temporalio/workflow';
+import { CancellationScope, deprecatePatch } from '@temporalio/workflow';
+import { DISCARD_ROOT_AFTER_SUCCESS } from './patches.js';
 import { catalog, hostActivities } from './activities.js';
 import type { Saga } from './saga.js';
 import { describeFailure } from './failure.js';
 
-/** Patch id: the replaced root is deleted after the operation reports success, not before. */
-export const DISCARD_ROOT_AFTER_SUCCESS = 'discard-root-after-success';
 
 export interface RestoreArgs {
   operationId: string;
@@ -38,16 +37,12 @@ export async function restoreInto(a: RestoreArgs, saga: Saga): Promise<{ sha256:
 
 /**
  * Makes the swap final. The previous root is renamed aside and deleted once the operation has
- * reported success, so the caller does not wait for the deletion. Workflows that started before
- * this change replay their recorded path, which deleted it here.
+ * reported success, so the caller does not wait for the deletion.
  */
 export async function finishSwap(control: ReturnType<typeof hostActivities>['control'], saga: Saga, sandboxId: string, operationId: string): Promise<void> {
-  if (patched(DISCARD_ROOT_AFTER_SUCCESS)) {
-    await control.retireRoot(sandboxId, operationId);
-    saga.afterSuccess('remove the previous root', () => control.discardOldRoot(sandboxId, operationId));
-  } else {
-    await control.commitRoot(sandboxId, operationId);
-  }
+  deprecatePatch(DISCARD_ROOT_AFTER_SUCCESS);
+  await control.retireRoot(sandboxId, operationId);
+  saga.afterSuccess('remove the previous root', () => control.discardOldRoot(sandboxId, operationId));
 }
 
 /**

@@ -7,6 +7,7 @@ import {
   executeChild,
   isCancellation,
   allHandlersFinished,
+  patched,
   setHandler,
   uuid4,
   workflowInfo,
@@ -19,7 +20,8 @@ import {
   type OperationRequest,
   type SandboxWorkflowInput,
 } from '../shared/definitions.js';
-import { catalog } from './activities.js';
+import { localCatalog, remoteCatalog } from './activities.js';
+import { CATALOG_LOCAL_ACTIVITIES } from './patches.js';
 import { operationSearchAttributes } from './search-attributes.js';
 import { createSnapshotWorkflow } from './create-snapshot.js';
 import { deleteSnapshotWorkflow } from './delete-snapshot.js';
@@ -130,7 +132,7 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
         ...(inp.pauseDeadlineSeconds ? { deadlineSeconds: inp.pauseDeadlineSeconds } : {}),
       },
     };
-    await catalog.recordOperation({ id: operationId, accountId: inp.accountId, type: 'pause', sandboxId: inp.sandboxId, input: req.input });
+    await entityCatalog().recordOperation({ id: operationId, accountId: inp.accountId, type: 'pause', sandboxId: inp.sandboxId, input: req.input });
     return req;
   }
 }
@@ -141,10 +143,16 @@ export async function sandboxWorkflow(input: SandboxWorkflowInput): Promise<void
  * upload), which would otherwise stay pending, keep its name taken and count against the limits.
  */
 async function abandon(req: OperationRequest, status: 'cancelled' | 'failed', error: { code: string; message: string }): Promise<void> {
-  if (req.type === 'create_snapshot' || req.type === 'import') await catalog.markSnapshotFailed(req.input.snapshotId, error.code, error.message);
-  if (req.type === 'import') await catalog.deleteObject(req.input.stagingKey);
-  await catalog.finishOperation(req.input.operationId, { status, error });
+  if (req.type === 'create_snapshot' || req.type === 'import') await entityCatalog().markSnapshotFailed(req.input.snapshotId, error.code, error.message);
+  if (req.type === 'import') await entityCatalog().deleteObject(req.input.stagingKey);
+  await entityCatalog().finishOperation(req.input.operationId, { status, error });
 }
+
+/**
+ * Sandbox workflows live long, so the catalog-local-activities patch stays in its `patched` phase
+ * here: one that started before it keeps running its catalog steps as ordinary activities.
+ */
+const entityCatalog = () => (patched(CATALOG_LOCAL_ACTIVITIES) ? localCatalog : remoteCatalog);
 
 const CANCELLED_BEFORE_START = { code: 'cancelled', message: 'cancelled before it started' };
 

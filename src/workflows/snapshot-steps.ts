@@ -1,8 +1,8 @@
-import { CancellationScope, patched } from '@temporalio/workflow';
+import { deprecatePatch, patched } from '@temporalio/workflow';
 import { catalog, hostActivities } from './activities.js';
 import type { Saga } from './saga.js';
 import { failureCode } from './failure.js';
-import { COMMIT_POINTS } from './patches.js';
+import { COMMIT_POINTS, SNAPSHOT_IN_ONE_HOST_STEP } from './patches.js';
 import type { SnapshotResult } from '../shared/definitions.js';
 
 export const snapshotObjectKey = (sandboxId: string, snapshotId: string) => `snapshots/${sandboxId}/${snapshotId}.tar.zst`;
@@ -20,15 +20,13 @@ export interface TakeSnapshotArgs {
   resumeAfter: boolean;
 }
 
-/** Patch id: quiesce, upload and resume run as one host activity (snapshotSandbox). */
-export const SNAPSHOT_IN_ONE_HOST_STEP = 'snapshot-in-one-host-step';
 
 /**
  * Reserve → quiesce, stream, resume (one host step) → ready. Shared by createSnapshot and pause.
  * The sandbox is resumed on every path (success, failure, cancellation) when resumeAfter is set.
  */
 export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<SnapshotResult & { replaced?: string }> {
-  if (!patched(SNAPSHOT_IN_ONE_HOST_STEP)) return takeSnapshotInThreeHostSteps(a, saga);
+  deprecatePatch(SNAPSHOT_IN_ONE_HOST_STEP);
   const committed = patched(COMMIT_POINTS);
   const { control, data } = hostActivities(a.hostQueue);
   const objectKey = snapshotObjectKey(a.sandboxId, a.snapshotId);
@@ -63,39 +61,6 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
   saga.commit();
   if (replaces) saga.afterSuccess('delete the replaced snapshot', () => deleteSnapshotData(replaces, a.operationId));
   return result;
-}
-
-/** Before SNAPSHOT_IN_ONE_HOST_STEP: kept for workflows that started with it. */
-async function takeSnapshotInThreeHostSteps(a: TakeSnapshotArgs, saga: Saga): Promise<SnapshotResult & { replaced?: string }> {
-  const { control, data } = hostActivities(a.hostQueue);
-  await catalog.reportStep(a.operationId, 'reserving');
-  const objectKey = snapshotObjectKey(a.sandboxId, a.snapshotId);
-  saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(a.snapshotId, why.code, why.message));
-  const { replaces } = await reserve(a, objectKey, catalog.reserveSnapshot);
-
-  await catalog.reportStep(a.operationId, 'quiescing');
-  const resume = a.resumeAfter && (await catalog.getSandboxState(a.sandboxId)) !== 'paused';
-  const undoQuiesce = resume ? saga.add('resume sandbox', () => control.resumeSandbox(a.sandboxId)) : undefined;
-  if (a.resumeAfter) await control.quiesceSandbox(a.sandboxId);
-
-  saga.add('delete partial object', () => catalog.deleteObject(objectKey));
-  await catalog.reportStep(a.operationId, 'uploading');
-  const { sizeBytes, sha256 } = await data.uploadSnapshot({
-    operationId: a.operationId,
-    accountId: a.accountId,
-    sandboxId: a.sandboxId,
-    snapshotId: a.snapshotId,
-    objectKey,
-  });
-
-  if (resume) {
-    undoQuiesce?.();
-    await CancellationScope.nonCancellable(() => control.resumeSandbox(a.sandboxId));
-  }
-  await catalog.reportStep(a.operationId, 'finalizing');
-  await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256);
-  if (replaces) await deleteSnapshotData(replaces, a.operationId);
-  return { snapshot_id: a.snapshotId, size_bytes: sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
 }
 
 const MAX_NAME_ATTEMPTS = 60;
