@@ -11,7 +11,7 @@ import { importRoutes, snapshotTransferRoutes } from './routes/snapshot-transfer
 import { idleRoutes } from './routes/idle.js';
 
 /** Routes that authenticate some other way: the operator token, or no credential at all. */
-const OWN_AUTH = new Set(['/healthz', '/v1/admin/accounts', '/v1/downloads/*', '/v1/sandboxes/:id/idle-timeout']);
+const OWN_AUTH = new Set(['/healthz', '/v1/admin/accounts', '/v1/admin/verify', '/v1/downloads/*', '/v1/sandboxes/:id/idle-timeout']);
 
 export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
   const app = Fastify({ loggerInstance: ctx.log.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024, disableRequestLogging: false });

@@ -43,3 +43,20 @@ export function table(headers: string[], rows: string[][]): string {
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
 }
+
+export interface FindingRow {
+  check: string;
+  subject: string;
+  detail: string;
+  repairable: boolean;
+  repaired?: boolean;
+}
+
+/** `caged admin verify`'s table; REPAIR says what --repair did or would do. */
+export function findingsTable(findings: FindingRow[]): string {
+  const repair = (f: FindingRow) => (f.repaired === true ? 'repaired' : f.repaired === false ? 'failed' : f.repairable ? 'repairable' : 'no');
+  return table(
+    ['CHECK', 'SUBJECT', 'REPAIR', 'DETAIL'],
+    findings.map((f) => [f.check, f.subject, repair(f), f.detail]),
+  );
+}
