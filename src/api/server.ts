@@ -6,6 +6,7 @@ import { sandboxRoutes } from './routes/sandboxes.js';
 import { fileRoutes } from './routes/files.js';
 import { snapshotRoutes } from './routes/snapshots.js';
 import { operationRoutes } from './routes/operations.js';
+import { operationHistoryRoutes } from './routes/operation-history.js';
 import { adminRoutes } from './routes/admin.js';
 import { importRoutes, snapshotTransferRoutes } from './routes/snapshot-transfers.js';
 import { idleRoutes } from './routes/idle.js';
@@ -28,6 +29,7 @@ export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
   sandboxRoutes(app, ctx);
   snapshotRoutes(app, ctx);
   operationRoutes(app, ctx);
+  operationHistoryRoutes(app, ctx);
   adminRoutes(app, ctx);
   snapshotTransferRoutes(app, ctx);
   idleRoutes(app, ctx);
