@@ -70,6 +70,12 @@ describe('operation timeline and replay', () => {
     expect(names).toContain('local_activity:finishOperation');
     expect(names.indexOf('local_activity:beginSnapshot')).toBeLessThan(names.indexOf('activity:snapshotSandbox'));
 
+    // A local reportStep names its step (an export reports "exporting").
+    const exp = await api.call('POST', `/v1/snapshots/${op.result.snapshot_id}/export`, {});
+    expect((await api.waitOp(exp.body.operation.id)).status).toBe('succeeded');
+    const steps = (await api.call('GET', `/v1/operations/${exp.body.operation.id}/timeline`)).body.entries.filter((e: { kind: string }) => e.kind === 'step');
+    expect(steps.map((e: { name: string }) => e.name)).toEqual(['exporting']);
+
     // Another account sees nothing of it.
     const other = apiClient(stack.apiUrl!, (await stack.newAccount('other')).apiKey);
     expect((await other.call('GET', `/v1/operations/${opId}/timeline`)).status).toBe(404);

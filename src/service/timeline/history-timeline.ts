@@ -79,8 +79,8 @@ const finish = (entry: TimelineEntry, endMs: number | undefined) => {
  * Temporal UI. Remote activities come from their scheduled/started/closed events: the started event
  * is written when an attempt ends and carries that attempt's number and the previous attempt's
  * failure, the closing event the last failure. Catalog steps run as local activities and appear as
- * `core_local_activity` markers (type, final attempt, schedule and completion times, failure); their
- * input is not recorded, so a local `reportStep` shows as a step without its name. Activities still
+ * `core_local_activity` markers (type, final attempt, completion time, result, failure); their input
+ * is not recorded, so a local `reportStep` is named by its result (the step). Activities still
  * open are completed from `describe()`'s pending activities (attempt, last failure).
  */
 export function historyTimeline(events: HistoryEvent[], pending: PendingActivity[] = []): Timeline {
@@ -152,9 +152,11 @@ export function historyTimeline(events: HistoryEvent[], pending: PendingActivity
       const begin = Math.min(end ?? Infinity, Math.max(taskStartedMs ?? 0, lastLocalEndMs ?? 0)) || end;
       lastLocalEndMs = end;
       const failure = failureOf(marker.failure, data?.attempt);
+      // reportStep returns its step, so a local one names it in its result (older histories hold null).
+      const step = name === 'reportStep' ? decode(marker.details?.result as Payloads)[0] : undefined;
       const entry: TimelineEntry = {
         kind: name === 'reportStep' ? 'step' : 'local_activity',
-        name,
+        name: typeof step === 'string' ? step : name,
         status: failure ? 'failed' : name === 'reportStep' ? 'recorded' : 'completed',
         attempts: data?.attempt ?? 1,
         started_at: iso(begin) ?? '',
