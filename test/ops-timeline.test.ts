@@ -8,6 +8,8 @@ import { PROJECT_ROOT } from '../src/runtime/tools.js';
 
 /** Sandboxes whose next snapshot upload fails once, with a retryable error, mid-stream. */
 const flaky = new Set<string>();
+/** Sandboxes whose upload fails twice, then waits in its third attempt until released. */
+const stalled = new Map<string, { failures: number; entered: boolean; release: Promise<void> }>();
 let stack: TestStack;
 let api: ReturnType<typeof apiClient>;
 let apiKey: string;
@@ -34,10 +36,17 @@ beforeAll(async () => {
     store: 'fs',
     catalog: 'postgres',
     api: true,
-    faultHook: (point, info) => {
-      if (point === 'upload:progress' && info.sandboxId && flaky.delete(info.sandboxId)) {
-        throw ApplicationFailure.create({ type: 'injected_fault', message: 'injected fault: flaky upload' });
+    faultHook: async (point, info) => {
+      if (point !== 'upload:progress' || !info.sandboxId) return;
+      if (flaky.delete(info.sandboxId)) throw ApplicationFailure.create({ type: 'injected_fault', message: 'injected fault: flaky upload' });
+      const stall = stalled.get(info.sandboxId);
+      if (!stall) return;
+      if (stall.failures < 2) {
+        stall.failures++;
+        throw ApplicationFailure.create({ type: 'injected_fault', message: `injected fault: failure ${stall.failures}` });
       }
+      stall.entered = true;
+      await stall.release;
     },
   });
   const acct = await stack.newAccount('timeline');
@@ -80,6 +89,34 @@ describe('operation timeline and replay', () => {
     const other = apiClient(stack.apiUrl!, (await stack.newAccount('other')).apiKey);
     expect((await other.call('GET', `/v1/operations/${opId}/timeline`)).status).toBe(404);
     expect((await other.call('GET', `/v1/operations/${opId}/history`)).status).toBe(404);
+  });
+
+  it("a running activity's attempts and last failure come from the pending activity", { timeout: 90_000 }, async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    let release!: () => void;
+    const stall = { failures: 0, entered: false, release: new Promise<void>((r) => (release = r)) };
+    stalled.set(id, stall);
+    const posted = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'stalled' });
+    expect(posted.status).toBe(202);
+    const running = posted.body.operation.id as string;
+    try {
+      for (let i = 0; !stall.entered; i++) {
+        if (i > 600) throw new Error('the third attempt never started');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const t = (await api.call('GET', `/v1/operations/${running}/timeline`)).body;
+      expect(t.status).toBe('running');
+      const upload = t.entries.find((e: { name: string }) => e.name === 'snapshotSandbox');
+      expect(upload).toMatchObject({ kind: 'activity', status: 'running', attempts: 3 });
+      // The server keeps the failure of the attempt before the current one.
+      expect(upload.failures).toEqual([{ attempt: 2, type: 'injected_fault', message: 'injected fault: failure 2' }]);
+    } finally {
+      release();
+    }
+    const op = await api.waitOp(running, 60_000);
+    expect(op.status).toBe('succeeded');
+    const done = (await api.call('GET', `/v1/operations/${running}/timeline`)).body;
+    expect(done.entries.find((e: { name: string }) => e.name === 'snapshotSandbox')).toMatchObject({ status: 'completed', attempts: 3 });
   });
 
   it('caged ops show prints the timeline with the failed attempt', { timeout: 60_000 }, async () => {
