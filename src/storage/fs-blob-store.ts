@@ -171,12 +171,9 @@ export class FsBlobStore implements BlobStore {
       if (entry.isDirectory()) {
         yield* this.walk(key);
       } else if (entry.isFile() && !entry.name.includes(PARTIAL_MARK)) {
-        // A concurrent delete between readdir and stat is not an error: the key is just gone.
-        const st = await fs.stat(this.pathOf(key)).catch((err: unknown) => {
-          if (isMissing(err)) return undefined;
-          throw err;
-        });
-        if (st?.isFile()) yield { key, size: st.size, modifiedAt: st.mtime };
+        // A concurrent delete between readdir and head is not an error: the key is just gone.
+        const info = await this.head(key);
+        if (info) yield info;
       }
     }
   }

@@ -1,4 +1,5 @@
-import type { BlobInfo, IncompleteUpload } from '../../storage/blob-store.js';
+import fs from 'node:fs/promises';
+import type { BlobInfo, BlobStore, IncompleteUpload } from '../../storage/blob-store.js';
 import type { SnapshotRow } from '../../catalog/schema.js';
 import { classifyKey, type KeyFamily } from './key-families.js';
 import { pastGrace, type Check, type CheckRun, type Found } from './findings.js';
@@ -52,6 +53,16 @@ function uploadOrphaned(family: KeyFamily, snapshotId: string, row: SnapshotRow 
   return row ? `its snapshot ${row.id} is ${row.state}${family === 'export' ? ' and no export of it runs' : ''}` : `no snapshot ${snapshotId} in the catalog`;
 }
 
+/** When the object was written: what the listing says, or for an fs store, its file's mtime. */
+async function modifiedAt(store: BlobStore, obj: BlobInfo): Promise<Date | undefined> {
+  if (obj.modifiedAt || !store.local) return obj.modifiedAt;
+  try {
+    return (await fs.stat(await store.local.objectFile(obj.key))).mtime;
+  } catch {
+    return undefined; // gone since the listing
+  }
+}
+
 /** The later of two moments: an orphan counts as old only once both the object and its row are. */
 const later = (a: Date | undefined, b: Date | undefined) => (!a ? b : !b ? a : a > b ? a : b);
 
@@ -77,7 +88,7 @@ export const checkOrphans: Check = async (run) => {
     }
     const row = owners.snapshots.get(kind.snapshotId);
     const why = objectOrphaned(obj.key, kind.family, row, owners);
-    if (!why || !pastGrace(run, later(obj.modifiedAt, row?.updated_at))) continue;
+    if (!why || !pastGrace(run, later(await modifiedAt(store, obj), row?.updated_at))) continue;
     // Gone since the listing (a rollback finishing): nothing to report.
     if (!(await store.head(obj.key))) continue;
     found.push({
