@@ -22,6 +22,9 @@ async function readAll(s: Readable): Promise<Buffer> {
 /** The (check, subject) pairs of a run, which is what each injection must produce exactly. */
 const pairs = (found: Finding[]) => found.map((f) => [f.check, f.subject]);
 
+/** Sandboxes whose snapshot upload waits at its first chunk until released, then fails. */
+const gates = new Map<string, { entered: boolean; left: boolean; release: Promise<void> }>();
+
 describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind) => {
   let stack: TestStack;
   let api: ReturnType<typeof apiClient>;
@@ -34,7 +37,20 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
 
   beforeAll(async () => {
     // Small limits, so direct rows can exceed them cheaply.
-    stack = await startStack({ store: storeKind, catalog: 'postgres', api: true, limits: { maxSnapshotsPerSandbox: 5, maxAccountBytes: 64 * MiB } });
+    stack = await startStack({
+      store: storeKind,
+      catalog: 'postgres',
+      api: true,
+      limits: { maxSnapshotsPerSandbox: 5, maxAccountBytes: 64 * MiB },
+      faultHook: async (point, info) => {
+        const gate = point === 'upload:progress' && info.sandboxId ? gates.get(info.sandboxId) : undefined;
+        if (!gate || gate.left) return;
+        gate.entered = true;
+        await gate.release;
+        gate.left = true;
+        throw new Error('injected fault: upload abandoned');
+      },
+    });
     const acct = await stack.newAccount(`verify-${storeKind}`);
     accountId = acct.id;
     api = apiClient(stack.apiUrl!, acct.apiKey);
@@ -171,6 +187,44 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
     expect((await getSnapshot(stack.db, pendingId))!.state).toBe('failed');
     expect(await stack.runtime.processState(sandbox)).toBe('running');
     expect(await verify()).toEqual([]);
+  });
+
+  it('an operation whose workflow an operator terminated: found, reconciled, and what it left is cleaned up', { timeout: 90_000 }, async () => {
+    if (storeKind === 's3') return;
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    let release!: () => void;
+    const gate = { entered: false, left: false, release: new Promise<void>((r) => (release = r)) };
+    gates.set(id, gate);
+    const posted = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'doomed' });
+    const opId = posted.body.operation.id as string;
+    const snapId = posted.body.snapshot.id as string;
+    for (let i = 0; !gate.entered; i++) {
+      if (i > 600) throw new Error('the upload never started');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await stack.client.workflow.getHandle(opId).terminate('verify test');
+    release();
+    for (let i = 0; !gate.left; i++) {
+      if (i > 600) throw new Error('the upload never ended');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The terminated workflow recorded nothing: its row still says running, its snapshot pending.
+    expect((await getOperation(stack.db, opId))!.status).toBe('running');
+    // Younger than reconciliation's own 5 s guard: backdated, as an operator would find it later.
+    await stack.db.updateTable('operations').set({ updated_at: sql`now() - interval '1 minute'` }).where('id', '=', opId).execute();
+    const found = await verify();
+    expect(pairs(found)).toEqual([['operation_without_workflow', opId]]);
+    expect(found[0]!.detail).toContain('terminated');
+
+    const repaired = await verify({ repair: true });
+    expect(pairs(repaired)).toContainEqual(['operation_without_workflow', opId]);
+    expect(pairs(repaired)).toContainEqual(['pending_snapshot_without_operation', snapId]);
+    expect(repaired.every((f) => f.repaired === true)).toBe(true);
+    expect((await getOperation(stack.db, opId))!.status).toBe('failed');
+    expect((await getSnapshot(stack.db, snapId))!.state).toBe('failed');
+    // Its partial object, if the upload got that far, was an orphan of the failed row and is gone.
+    expect(await verify()).toEqual([]);
+    expect(await stack.runtime.processState(id)).not.toBe('stopped');
   });
 
   it('limits exceeded through direct rows are reported per sandbox and per account, never repaired', async () => {
