@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { ApiError } from './api-client.js';
 import { clientFor, enc, isQuiet, note, out, printJson } from './context.js';
 import { formatAge, formatBytes, table, timelineTable, type TimelineView } from './format.js';
 import type { Operation } from './types.js';
@@ -68,9 +69,15 @@ export function opsCommands(program: Command): void {
     .action(async (id: string, o: { json?: boolean }, cmd: Command) => {
       const client = clientFor(cmd);
       const body = await client.request<Record<string, unknown>>('GET', `/v1/operations/${enc(id)}`);
-      const timeline = await client.request<TimelineView>('GET', `/v1/operations/${enc(id)}/timeline`);
-      if (o.json) return printJson({ ...body, timeline });
+      // The operation is worth showing even when Temporal cannot be asked for its history.
+      const timeline = await client.request<TimelineView>('GET', `/v1/operations/${enc(id)}/timeline`).catch((err: unknown) => {
+        if (!(err instanceof ApiError)) throw err;
+        note(`timeline unavailable: ${err.code}: ${err.message}`);
+        return undefined;
+      });
+      if (o.json) return printJson(timeline ? { ...body, timeline } : body);
       out(describe(unwrapOperation(body)));
+      if (!timeline) return;
       out('');
       out(timeline.entries.length ? timelineTable(timeline) : `no workflow history yet (${timeline.status})`);
     });

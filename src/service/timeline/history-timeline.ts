@@ -55,13 +55,16 @@ function decode(payloads: Payloads): unknown[] {
   });
 }
 
+/** temporal.api.enums.v1.TimeoutType, by number as the decoded protobuf carries it. */
+const TIMEOUT_TYPES = ['timeout', 'start to close', 'schedule to start', 'schedule to close', 'heartbeat'];
+
 /** The message of a failure and of its causes: a timeout's cause is the error the attempt last reported. */
 function failureOf(f: Failure | null | undefined, attempt?: number): AttemptFailure | undefined {
   if (!f) return undefined;
   const parts: string[] = [];
   let type: string | undefined;
   for (let c: Failure | null | undefined = f, depth = 0; c && depth < 5; c = c.cause, depth++) {
-    if (c.timeoutFailureInfo) parts.push(`${c.message || 'timed out'} (${String(c.timeoutFailureInfo.timeoutType ?? '').replace('TIMEOUT_TYPE_', '').toLowerCase() || 'timeout'})`);
+    if (c.timeoutFailureInfo) parts.push(`${c.message || 'timed out'} (${TIMEOUT_TYPES[Number(c.timeoutFailureInfo.timeoutType ?? 0)] ?? 'timeout'})`);
     else if (c.message) parts.push(c.message);
     type ??= c.applicationFailureInfo?.type || undefined;
   }

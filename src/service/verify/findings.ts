@@ -50,7 +50,6 @@ export const DEFAULT_GRACE_SECONDS = 15 * 60;
 export interface CheckRun {
   ctx: AppContext;
   deep: boolean;
-  repair: boolean;
   graceMs: number;
   accountIds?: string[];
   now: number;

@@ -4,7 +4,7 @@ import { checkOrphans } from './orphans.js';
 import { checkPendingSnapshots, checkRunningOperations } from './operations.js';
 import { checkStoppedSandboxes } from './sandboxes.js';
 import { checkLimits } from './limits.js';
-import { DEFAULT_GRACE_SECONDS, type Check, type Finding, type VerifyOptions } from './findings.js';
+import { DEFAULT_GRACE_SECONDS, type Check, type CheckRun, type Finding, type VerifyOptions } from './findings.js';
 
 export { CHECKS, DEFAULT_GRACE_SECONDS, type CheckName, type Finding, type VerifyOptions } from './findings.js';
 
@@ -20,10 +20,9 @@ const ALL: Check[] = [checkRunningOperations, checkPendingSnapshots, checkStoppe
  * The fault tests call this as their oracle: an empty list is a consistent stack.
  */
 export async function verifyStack(ctx: AppContext, opts: VerifyOptions = {}): Promise<Finding[]> {
-  const run = {
+  const run: CheckRun = {
     ctx,
     deep: opts.deep ?? false,
-    repair: opts.repair ?? false,
     graceMs: (opts.graceSeconds ?? DEFAULT_GRACE_SECONDS) * 1000,
     accountIds: opts.accountIds,
     now: Date.now(),
@@ -32,7 +31,7 @@ export async function verifyStack(ctx: AppContext, opts: VerifyOptions = {}): Pr
   for (const check of ALL) {
     for (const { repair, ...f } of await check(run)) {
       const finding: Finding = { ...f, repairable: !!repair };
-      if (repair && run.repair) {
+      if (repair && opts.repair) {
         try {
           finding.repaired = await repair();
         } catch (err) {

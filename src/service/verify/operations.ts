@@ -109,5 +109,3 @@ export const checkRunningOperations: Check = async (run) => {
   }
   return found;
 };
-
-export { runningOperations };
