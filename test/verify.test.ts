@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
-import { verifyStack, type Finding, type VerifyOptions } from '../src/service/verify/index.js';
+import { verifyTestStack } from './support/verify.js';
+import type { Finding, VerifyOptions } from '../src/service/verify/index.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 import { getOperation, insertOperation } from '../src/catalog/operations.js';
 import { insertSandbox } from '../src/catalog/sandboxes.js';
@@ -33,7 +34,7 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
   let snapshotId: string;
   let objectKey: string;
   /** This file's accounts only: the PostgreSQL catalog is shared with the other test files. */
-  const verify = (o: VerifyOptions = {}) => verifyStack(stack.ctx, { graceSeconds: 0, ...o, accountIds: [accountId] });
+  const verify = (o: Omit<VerifyOptions, 'accountIds'> = {}) => verifyTestStack(stack, [accountId], o);
 
   beforeAll(async () => {
     // Small limits, so direct rows can exceed them cheaply.
