@@ -1,5 +1,30 @@
 import { createHash } from 'node:crypto';
+import type { SnapshotRow } from '../../catalog/schema.js';
+import type { BlobStore } from '../../storage/blob-store.js';
+import { getSnapshot } from '../../catalog/snapshots.js';
+import { CagedError } from '../../shared/errors.js';
 import { accountsOf, type Check, type Found } from './findings.js';
+
+/** The object's problem, if it has one; undefined when it matches the row. */
+async function objectProblem(store: BlobStore, snap: SnapshotRow, deep: boolean): Promise<Omit<Found, 'subject'> | undefined> {
+  const info = await store.head(snap.object_key);
+  if (!info) return { check: 'snapshot_object_missing', detail: `object ${snap.object_key} is not in the store` };
+  const recorded = Number(snap.size_bytes ?? -1);
+  if (info.size !== recorded) {
+    return { check: 'snapshot_object_size', detail: `object ${snap.object_key} has ${info.size} bytes, the catalog records ${recorded}` };
+  }
+  if (!deep) return undefined;
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of await store.get(snap.object_key)) hash.update(chunk as Buffer);
+  } catch (err) {
+    if (err instanceof CagedError && err.code === 'not_found') return { check: 'snapshot_object_missing', detail: `object ${snap.object_key} is not in the store` };
+    throw err;
+  }
+  const actual = hash.digest('hex');
+  if (actual === snap.sha256) return undefined;
+  return { check: 'snapshot_object_sha256', detail: `object ${snap.object_key} hashes to ${actual}, the catalog records ${snap.sha256}` };
+}
 
 /**
  * Every ready snapshot's object is in the store with the size the catalog recorded; with `deep`,
@@ -18,24 +43,9 @@ export const checkSnapshotObjects: Check = async (run) => {
     .execute();
   const found: Found[] = [];
   for (const snap of rows) {
-    const info = await store.head(snap.object_key);
-    if (!info) {
-      found.push({ check: 'snapshot_object_missing', subject: snap.id, detail: `object ${snap.object_key} is not in the store` });
-      continue;
-    }
-    const recorded = Number(snap.size_bytes ?? -1);
-    if (info.size !== recorded) {
-      found.push({ check: 'snapshot_object_size', subject: snap.id, detail: `object ${snap.object_key} has ${info.size} bytes, the catalog records ${recorded}` });
-      continue;
-    }
-    if (run.deep) {
-      const hash = createHash('sha256');
-      for await (const chunk of await store.get(snap.object_key)) hash.update(chunk as Buffer);
-      const actual = hash.digest('hex');
-      if (actual !== snap.sha256) {
-        found.push({ check: 'snapshot_object_sha256', subject: snap.id, detail: `object ${snap.object_key} hashes to ${actual}, the catalog records ${snap.sha256}` });
-      }
-    }
+    const problem = await objectProblem(store, snap, run.deep);
+    // A snapshot deleted meanwhile has lost its object on purpose.
+    if (problem && (await getSnapshot(db, snap.id))?.state === 'ready') found.push({ ...problem, subject: snap.id });
   }
   return found;
 };
