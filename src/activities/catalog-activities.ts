@@ -61,8 +61,13 @@ export function createCatalogActivities(deps: ActivityDeps) {
       await operations.insertOperation(db, rec);
     },
 
-    async reportStep(operationId: string, step: string, bytesTotal?: number | null): Promise<void> {
+    /**
+     * Returns the step: as a local activity its input is not in the workflow history, its result is,
+     * and that is how `caged ops show` names the steps of a timeline.
+     */
+    async reportStep(operationId: string, step: string, bytesTotal?: number | null): Promise<string> {
       await operations.setOperationProgress(db, operationId, { step, ...(bytesTotal === undefined ? {} : { bytesTotal }) });
+      return step;
     },
 
     async finishOperation(operationId: string, outcome: operations.OperationOutcome): Promise<void> {

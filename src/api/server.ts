@@ -6,12 +6,13 @@ import { sandboxRoutes } from './routes/sandboxes.js';
 import { fileRoutes } from './routes/files.js';
 import { snapshotRoutes } from './routes/snapshots.js';
 import { operationRoutes } from './routes/operations.js';
+import { operationHistoryRoutes } from './routes/operation-history.js';
 import { adminRoutes } from './routes/admin.js';
 import { importRoutes, snapshotTransferRoutes } from './routes/snapshot-transfers.js';
 import { idleRoutes } from './routes/idle.js';
 
 /** Routes that authenticate some other way: the operator token, or no credential at all. */
-const OWN_AUTH = new Set(['/healthz', '/v1/admin/accounts', '/v1/downloads/*', '/v1/sandboxes/:id/idle-timeout']);
+const OWN_AUTH = new Set(['/healthz', '/v1/admin/accounts', '/v1/admin/verify', '/v1/downloads/*', '/v1/sandboxes/:id/idle-timeout']);
 
 export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
   const app = Fastify({ loggerInstance: ctx.log.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024, disableRequestLogging: false });
@@ -28,6 +29,7 @@ export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
   sandboxRoutes(app, ctx);
   snapshotRoutes(app, ctx);
   operationRoutes(app, ctx);
+  operationHistoryRoutes(app, ctx);
   adminRoutes(app, ctx);
   snapshotTransferRoutes(app, ctx);
   idleRoutes(app, ctx);

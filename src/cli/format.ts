@@ -43,3 +43,72 @@ export function table(headers: string[], rows: string[][]): string {
       .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n');
 }
+
+export interface FindingRow {
+  check: string;
+  subject: string;
+  detail: string;
+  repairable: boolean;
+  repaired?: boolean;
+}
+
+/** `caged admin verify`'s table; REPAIR says what --repair did or would do. */
+export function findingsTable(findings: FindingRow[]): string {
+  const repair = (f: FindingRow) => (f.repaired === true ? 'repaired' : f.repaired === false ? 'failed' : f.repairable ? 'repairable' : 'no');
+  return table(
+    ['CHECK', 'SUBJECT', 'REPAIR', 'DETAIL'],
+    findings.map((f) => [f.check, f.subject, repair(f), f.detail]),
+  );
+}
+
+/** 850 ms, 2.3 s, 4m 05s: the precision a timeline needs. */
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return '-';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, '0')}s`;
+}
+
+export interface TimelineView {
+  status: string;
+  started_at?: string;
+  entries: {
+    kind: string;
+    name: string;
+    status: string;
+    attempts?: number;
+    started_at: string;
+    duration_ms?: number;
+    failures: { attempt?: number; message: string; type?: string }[];
+  }[];
+  failure?: { message: string; type?: string };
+}
+
+const KIND_LABEL: Record<string, string> = { activity: 'activity', local_activity: 'local', step: 'step', event: 'event' };
+
+/**
+ * `caged ops show`'s timeline: one row per step and activity, times relative to the workflow's
+ * start, and under each activity the error of every failed attempt the history kept.
+ */
+export function timelineTable(t: TimelineView): string {
+  const t0 = t.started_at ? Date.parse(t.started_at) : t.entries[0] ? Date.parse(t.entries[0].started_at) : 0;
+  const rows = t.entries.map((e) => [
+    `+${formatDuration(Date.parse(e.started_at) - t0)}`,
+    KIND_LABEL[e.kind] ?? e.kind,
+    e.kind === 'step' && e.name === 'reportStep' ? '(step; name not in history)' : e.name,
+    e.kind === 'step' ? '' : e.status,
+    e.attempts === undefined || e.kind === 'step' ? '' : String(e.attempts),
+    e.duration_ms === undefined || e.kind === 'step' ? '' : formatDuration(e.duration_ms),
+  ]);
+  const lines = table(['AT', 'KIND', 'NAME', 'STATUS', 'ATTEMPTS', 'DURATION'], rows).split('\n');
+  const out = [lines[0]!];
+  t.entries.forEach((e, i) => {
+    out.push(lines[i + 1]!);
+    for (const f of e.failures) {
+      out.push(`    ${f.attempt === undefined ? 'an attempt' : `attempt ${f.attempt}`} failed: ${f.type ? `${f.type}: ` : ''}${f.message}`);
+    }
+  });
+  out.push(`workflow: ${t.status}${t.failure ? ` (${t.failure.type ? `${t.failure.type}: ` : ''}${t.failure.message})` : ''}`);
+  return out.join('\n');
+}

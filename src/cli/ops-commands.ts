@@ -1,6 +1,7 @@
 import { Command } from 'commander';
+import { ApiError } from './api-client.js';
 import { clientFor, enc, isQuiet, note, out, printJson } from './context.js';
-import { formatAge, formatBytes, table } from './format.js';
+import { formatAge, formatBytes, table, timelineTable, type TimelineView } from './format.js';
 import type { Operation } from './types.js';
 import { unwrapOperation, waitForOperation } from './wait.js';
 
@@ -63,12 +64,37 @@ export function opsCommands(program: Command): void {
 
   ops
     .command('show <operation>')
-    .description('show one operation, with its progress and error')
-    .option('--json', 'print the raw API response')
+    .description("show one operation, with its progress, its error and its workflow's timeline (steps, activities, attempts and their errors)")
+    .option('--json', 'print the API response, with the timeline under "timeline"')
     .action(async (id: string, o: { json?: boolean }, cmd: Command) => {
-      const body = await clientFor(cmd).request('GET', `/v1/operations/${enc(id)}`);
-      if (o.json) return printJson(body);
+      const client = clientFor(cmd);
+      const body = await client.request<Record<string, unknown>>('GET', `/v1/operations/${enc(id)}`);
+      // The operation is worth showing even when Temporal cannot be asked for its history.
+      const timeline = await client.request<TimelineView>('GET', `/v1/operations/${enc(id)}/timeline`).catch((err: unknown) => {
+        if (!(err instanceof ApiError)) throw err;
+        note(`timeline unavailable: ${err.code}: ${err.message}`);
+        return undefined;
+      });
+      if (o.json) return printJson(timeline ? { ...body, timeline } : body);
       out(describe(unwrapOperation(body)));
+      if (!timeline) return;
+      out('');
+      out(timeline.entries.length ? timelineTable(timeline) : `no workflow history yet (${timeline.status})`);
+    });
+
+  ops
+    .command('replay <operation>')
+    .description("replay the operation's workflow history against this checkout's workflow code; exit 1 on non-determinism")
+    .action(async (id: string, _o: unknown, cmd: Command) => {
+      const json = await clientFor(cmd).request<unknown>('GET', `/v1/operations/${enc(id)}/history`);
+      if (!isQuiet(cmd)) note('bundling the workflows and replaying…');
+      // Loaded here: the worker package and the bundler are heavy, and only this command needs them.
+      const { replayHistories } = await import('../replay/replay-histories.js');
+      const [outcome] = await replayHistories([{ id, json }]);
+      if (outcome?.error) {
+        out(`nondeterministic: ${id} (${outcome.workflowType ?? '?'}): ${outcome.error}`);
+        process.exitCode = 1;
+      } else out(`ok: ${id} (${outcome?.workflowType ?? '?'}) replays against the current code`);
     });
 
   ops

@@ -31,16 +31,25 @@ function workflowTypeOf(json: { events?: { workflowExecutionStartedEventAttribut
  * workflow code. Any non-determinism shows up as an error for that file.
  */
 export async function replayHistoryFiles(files: string[], bundle?: WorkerOptions['workflowBundle']): Promise<ReplayOutcome[]> {
-  const parsed = files.map((file) => {
-    const json = JSON.parse(fs.readFileSync(file, 'utf8'));
-    return { file, json, workflowType: workflowTypeOf(json) };
-  });
-  const histories = parsed.map((p) => ({ workflowId: p.file, history: historyFromJSON(p.json) }));
+  const outcomes = await replayHistories(
+    files.map((file) => ({ id: file, json: JSON.parse(fs.readFileSync(file, 'utf8')) })),
+    bundle,
+  );
+  return outcomes.map(({ id, ...o }) => ({ file: id, ...o }));
+}
+
+/** The same for histories in memory (an operation's, fetched through the API), each under an id of the caller's. */
+export async function replayHistories(
+  entries: { id: string; json: unknown }[],
+  bundle?: WorkerOptions['workflowBundle'],
+): Promise<{ id: string; workflowType?: string; error?: string }[]> {
+  const parsed = entries.map((e) => ({ ...e, workflowType: workflowTypeOf(e.json as Parameters<typeof workflowTypeOf>[0]) }));
+  const histories = parsed.map((p) => ({ workflowId: p.id, history: historyFromJSON(p.json) }));
   const options = bundle ? { workflowBundle: bundle } : { workflowsPath: WORKFLOWS_PATH };
-  const outcomes: ReplayOutcome[] = [];
+  const outcomes: { id: string; workflowType?: string; error?: string }[] = [];
   for await (const result of Worker.runReplayHistories(options, histories)) {
-    const p = parsed.find((x) => x.file === result.workflowId)!;
-    outcomes.push({ file: p.file, workflowType: p.workflowType, ...(result.error ? { error: String(result.error.message ?? result.error) } : {}) });
+    const p = parsed.find((x) => x.id === result.workflowId)!;
+    outcomes.push({ id: p.id, workflowType: p.workflowType, ...(result.error ? { error: String(result.error.message ?? result.error) } : {}) });
   }
   return outcomes;
 }

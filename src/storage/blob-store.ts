@@ -8,6 +8,8 @@ export interface PutOptions {
 export interface BlobInfo {
   key: string;
   size: number;
+  /** When the object was last written, where the store reports it (the consistency checker's grace period). */
+  modifiedAt?: Date;
 }
 
 /**

@@ -124,7 +124,7 @@ export class S3BlobStore implements BlobStore {
       );
       for (const obj of page.Contents ?? []) {
         if (obj.Key === undefined) continue;
-        yield { key: obj.Key.slice(this.cfg.prefix.length), size: obj.Size ?? 0 };
+        yield { key: obj.Key.slice(this.cfg.prefix.length), size: obj.Size ?? 0, modifiedAt: obj.LastModified };
       }
       ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (ContinuationToken);
