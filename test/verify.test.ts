@@ -232,11 +232,13 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
     if (storeKind === 's3') return;
     const other = await insertSandbox(stack.db, { id: newSandboxId(), accountId, template: 'base', cpu: 1, memoryMb: 512, hostId: 'elsewhere', idleTimeoutSeconds: 0, state: 'paused' });
     const ids = Array.from({ length: 6 }, () => newSnapshotId());
-    // "deleting" rows count as live but have no object to check.
+    // Ready rows with whole objects, so only the limits are wrong: 6 of 5 snapshots, 72 of 64 MiB.
     for (const [i, id] of ids.entries()) {
+      const key = `snapshots/${other.id}/${id}.tar.zst`;
+      await stack.store.put(key, Readable.from([Buffer.alloc(12 * MiB)]));
       await stack.db
         .insertInto('snapshots')
-        .values({ id, account_id: accountId, sandbox_id: other.id, name: `over-${i}`, kind: 'manual', state: 'deleting', object_key: `snapshots/${other.id}/${id}.tar.zst`, size_bytes: 12 * MiB })
+        .values({ id, account_id: accountId, sandbox_id: other.id, name: `over-${i}`, kind: 'manual', state: 'ready', object_key: key, size_bytes: 12 * MiB })
         .execute();
     }
     const found = await verify({ repair: true });
@@ -246,6 +248,26 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
     ]);
     expect(found.every((f) => !f.repairable && f.repaired === undefined)).toBe(true);
     await stack.db.updateTable('snapshots').set({ state: 'deleted' }).where('id', 'in', ids).execute();
+    for (const id of ids) await stack.store.delete(`snapshots/${other.id}/${id}.tar.zst`);
+    expect(await verify()).toEqual([]);
+  });
+
+  it('a snapshot left deleting after its clean-up failed is found, and the repair finishes the deletion', async () => {
+    const id = newSnapshotId();
+    const sandbox = await insertSandbox(stack.db, { id: newSandboxId(), accountId, template: 'base', cpu: 1, memoryMb: 512, hostId: 'elsewhere', idleTimeoutSeconds: 0, state: 'paused' });
+    const key = `snapshots/${sandbox.id}/${id}.tar.zst`;
+    await stack.store.put(key, Readable.from([Buffer.from('replaced auto snapshot')]));
+    await stack.db
+      .insertInto('snapshots')
+      .values({ id, account_id: accountId, sandbox_id: sandbox.id, name: 'auto-replaced', kind: 'auto', state: 'deleting', object_key: key, size_bytes: 22 })
+      .execute();
+    const found = await verify();
+    expect(pairs(found)).toEqual([['snapshot_deletion_unfinished', id]]);
+    expect(found[0]!.repairable).toBe(true);
+    const repaired = await verify({ repair: true });
+    expect(repaired.map((f) => [f.check, f.subject, f.repaired])).toEqual([['snapshot_deletion_unfinished', id, true]]);
+    expect((await getSnapshot(stack.db, id))!.state).toBe('deleted');
+    expect(await stack.store.head(key)).toBeNull();
     expect(await verify()).toEqual([]);
   });
 });

@@ -9,6 +9,7 @@ export const CHECKS = [
   'orphan_upload',
   'unknown_object',
   'pending_snapshot_without_operation',
+  'snapshot_deletion_unfinished',
   'operation_without_workflow',
   'sandbox_processes_stopped',
   'snapshots_per_sandbox_exceeded',

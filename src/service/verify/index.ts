@@ -4,6 +4,7 @@ import { checkOrphans } from './orphans.js';
 import { checkPendingSnapshots, checkRunningOperations } from './operations.js';
 import { checkStoppedSandboxes } from './sandboxes.js';
 import { checkLimits } from './limits.js';
+import { checkStuckDeletions } from './deleting.js';
 import { DEFAULT_GRACE_SECONDS, type Check, type CheckRun, type Finding, type VerifyOptions } from './findings.js';
 
 export { CHECKS, DEFAULT_GRACE_SECONDS, type CheckName, type Finding, type VerifyOptions } from './findings.js';
@@ -12,7 +13,7 @@ export { CHECKS, DEFAULT_GRACE_SECONDS, type CheckName, type Finding, type Verif
  * In this order: the catalog's own rows first (a pending snapshot marked failed by the repair is
  * then judged as failed), the store against the catalog after them.
  */
-const ALL: Check[] = [checkRunningOperations, checkPendingSnapshots, checkStoppedSandboxes, checkLimits, checkSnapshotObjects, checkOrphans];
+const ALL: Check[] = [checkRunningOperations, checkPendingSnapshots, checkStuckDeletions, checkStoppedSandboxes, checkLimits, checkSnapshotObjects, checkOrphans];
 
 /**
  * The consistency check, modelled on `restic check`: every finding of every check, and with

@@ -1,13 +1,12 @@
 import { sql } from 'kysely';
 import { accountsOf, type Check, type Found } from './findings.js';
 
-const LIVE = ['pending', 'ready', 'deleting'] as const;
-
 /**
- * The limits the API enforces hold in the catalog: live snapshots per sandbox and bytes per
- * account (pending snapshots count, as when reserving). A sandbox with a running operation may be
- * one over while an auto snapshot replaces its oldest, so those are skipped. Never repairable:
- * which snapshot to give up is the owner's choice.
+ * The limits hold in the catalog at every moment, as they are enforced: per sandbox, snapshots
+ * pending or ready (a replaced one goes to deleting before its successor is reserved); per
+ * account, the bytes of ready snapshots and of those still being deleted (checked when a snapshot
+ * becomes ready, under the account's lock). Never repairable: which snapshot to give up is the
+ * owner's choice.
  */
 export const checkLimits: Check = async (run) => {
   const { db, config } = run.ctx;
@@ -18,15 +17,13 @@ export const checkLimits: Check = async (run) => {
   const perSandbox = await db
     .selectFrom('snapshots')
     .select(['sandbox_id', (eb) => eb.fn.countAll<string>().as('n')])
-    .where('state', 'in', LIVE)
+    .where('state', 'in', ['pending', 'ready'])
     .$if(accounts !== undefined, (q) => q.where('account_id', 'in', accounts!))
     .groupBy('sandbox_id')
     .having((eb) => eb.fn.countAll(), '>', maxSnapshotsPerSandbox)
     .orderBy('sandbox_id')
     .execute();
   for (const { sandbox_id, n } of perSandbox) {
-    const busy = await db.selectFrom('operations').select('id').where('sandbox_id', '=', sandbox_id).where('status', '=', 'running').executeTakeFirst();
-    if (busy) continue;
     found.push({
       check: 'snapshots_per_sandbox_exceeded',
       subject: sandbox_id,
@@ -37,7 +34,7 @@ export const checkLimits: Check = async (run) => {
   const perAccount = await db
     .selectFrom('snapshots')
     .select(['account_id', (eb) => eb.fn.coalesce(eb.fn.sum<string>('size_bytes'), sql<string>`0`).as('bytes')])
-    .where('state', 'in', LIVE)
+    .where('state', 'in', ['ready', 'deleting'])
     .$if(accounts !== undefined, (q) => q.where('account_id', 'in', accounts!))
     .groupBy('account_id')
     .orderBy('account_id')
