@@ -7,6 +7,7 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree } from './support/tree.js';
 import { getSnapshot, listSandboxSnapshots } from '../src/catalog/snapshots.js';
+import { verifyTestStack } from './support/verify.js';
 
 type Hook = (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
 type Api = ReturnType<typeof apiClient>;
@@ -45,7 +46,17 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
   });
   afterAll(async () => stack?.close());
 
-  const freshApi = async () => apiClient(stack.apiUrl!, (await stack.newAccount()).apiKey);
+  let account = '';
+  const freshApi = async () => {
+    const a = await stack.newAccount();
+    account = a.id;
+    return apiClient(stack.apiUrl!, a.apiKey);
+  };
+  /** The checker, as the oracle, once every operation's workflow has closed. */
+  async function consistent(opIds: string[]) {
+    for (const id of opIds) await stack.client.workflow.getHandle(id).result().catch(() => {});
+    expect(await verifyTestStack(stack, [account], { deep: true })).toEqual([]);
+  }
 
   async function pause(api: Api, id: string) {
     const r = await api.call('POST', `/v1/sandboxes/${id}/pause`);
@@ -135,6 +146,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
     const r = await api.call('POST', '/v1/sandboxes', { from_snapshot: fresh });
     expect((await api.waitOp(r.body.operation.id)).status).toBe('succeeded');
     expect(describeTree(stack.runtime.rootDir(r.body.sandbox.id))).toEqual(paused);
+    await consistent([fork.opId, r.body.operation.id]);
   });
 
   it('when every auto snapshot is being read, the pause still pauses and says why it took no snapshot', async () => {
@@ -155,6 +167,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
     for (const f of forks) f.gate.open();
     for (const s of autos) faults.delete(s);
     for (const f of forks) expect((await api.waitOp(f.opId)).status).toBe('succeeded');
+    await consistent([op.id, ...forks.map((f) => f.opId)]);
   });
 
   it('a pause whose snapshot fails for another reason still pauses, rolls the snapshot back and keeps the replaced one', async () => {
@@ -179,6 +192,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
     expect(failed[0]!.error_code).toBe('storage_error');
     expect(await stack.store.head(failed[0]!.object_key)).toBeNull();
     expect(await counted(id)).toBe(3);
+    await consistent([op.id]);
   });
 });
 

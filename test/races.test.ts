@@ -6,6 +6,7 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree } from './support/tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
+import { verifyTestStack } from './support/verify.js';
 
 type Hook = (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
 type Api = ReturnType<typeof apiClient>;
@@ -22,6 +23,13 @@ const faults = new Map<string, Hook>();
 describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (storeKind) => {
   let stack: TestStack;
   let api: Api;
+  let account: string;
+
+  /** The checker, as the oracle, once every operation's workflow has closed. */
+  async function consistent(opIds: string[]) {
+    for (const id of opIds) await stack.client.workflow.getHandle(id).result().catch(() => {});
+    expect(await verifyTestStack(stack, [account], { deep: true })).toEqual([]);
+  }
 
   beforeAll(async () => {
     stack = await startStack({
@@ -33,7 +41,9 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
         if (hook) await hook(point, info);
       },
     });
-    api = apiClient(stack.apiUrl!, (await stack.newAccount()).apiKey);
+    const a = await stack.newAccount();
+    account = a.id;
+    api = apiClient(stack.apiUrl!, a.apiKey);
   });
   afterAll(async () => stack?.close());
 
@@ -87,6 +97,7 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
     const again = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });
     expect((await api.waitOp(again.body.operation.id)).status).toBe('succeeded');
     expect(describeTree(stack.runtime.rootDir(again.body.sandbox.id))).toEqual(tree);
+    await consistent([f.body.operation.id, del.body.operation.id, again.body.operation.id]);
   });
 
   it('deleting a snapshot that a restore into another sandbox is reading is refused; the restore completes', async () => {
@@ -114,5 +125,6 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
     const snap = (await getSnapshot(stack.db, snapshotId))!;
     expect(snap.state).toBe('ready');
     expect((await stack.store.head(snap.object_key))?.size).toBe(Number(snap.size_bytes));
+    await consistent([r.body.operation.id, ...(del.status === 202 ? [del.body.operation.id] : [])]);
   });
 });
