@@ -7,6 +7,7 @@ import { apiClient } from './support/http.js';
 import { describeTree } from './support/tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 import { verifyTestStack } from './support/verify.js';
+import { SA } from '../src/workflows/search-attributes.js';
 
 type Hook = (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
 type Api = ReturnType<typeof apiClient>;
@@ -92,6 +93,11 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
 
     expect((await api.waitOp(f.body.operation.id)).status).toBe('succeeded');
     expect(describeTree(stack.runtime.rootDir(f.body.sandbox.id))).toEqual(tree);
+    // A fork is found in Temporal by the sandbox it makes and the snapshot it reads.
+    const attrs = (await stack.client.workflow.getHandle(f.body.operation.id).describe()).typedSearchAttributes;
+    expect(attrs.get(SA.sandboxId)).toBe(f.body.sandbox.id);
+    expect(attrs.get(SA.snapshotId)).toBe(snapshotId);
+    expect(attrs.get(SA.operationType)).toBe('fork');
     expect((await getSnapshot(stack.db, snapshotId))!.state).toBe('ready');
     // Still restorable after its sandbox is gone.
     const again = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });

@@ -3,7 +3,10 @@ import path from 'node:path';
 import { describe, expect, it, inject } from 'vitest';
 import { bundleWorkflowCode, DefaultLogger, Runtime } from '@temporalio/worker';
 import { historyFiles, replayHistoryFiles } from '../src/replay/replay-histories.js';
-import { OPERATION_TYPES } from '../src/shared/definitions.js';
+import { OPERATIONS } from '../src/workflows/registry.js';
+
+/** The workflow type of every operation type, from the one table that declares them. */
+const OPERATION_WORKFLOWS = Object.values(OPERATIONS).map((d) => d.workflow.name);
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
 const HISTORIES = path.join(import.meta.dirname, 'histories');
@@ -30,10 +33,7 @@ describe('replay of recorded histories', () => {
   it('holds at least one history per workflow type', () => {
     // <workflowType>.json, or <workflowType>.<patch>.json for a history recorded after a patch.
     const types = [...new Set(historyFiles([HISTORIES]).map((f) => path.basename(f, '.json').split('.')[0]))].sort();
-    const expected = ['sandboxWorkflow', 'createSnapshotWorkflow', 'deleteSnapshotWorkflow', 'pauseWorkflow', 'resumeWorkflow', 'restoreWorkflow', 'forkWorkflow', 'exportWorkflow', 'importWorkflow', 'deleteSandboxWorkflow'].sort();
-    expect(types).toEqual(expected);
-    // Every operation type has its workflow among them.
-    expect(OPERATION_TYPES.length + 1).toBe(expected.length);
+    expect(types).toEqual(['sandboxWorkflow', ...OPERATION_WORKFLOWS].sort());
   });
 
   it('every history replays on the current workflow code', async () => {
@@ -64,8 +64,7 @@ describe('replay of recorded histories', () => {
 
   it('covers both sides of the commit-points-and-deadlines patch', () => {
     // Every operation type has a history recorded after the patch, and one before it.
-    const operations = ['createSnapshotWorkflow', 'deleteSnapshotWorkflow', 'pauseWorkflow', 'resumeWorkflow', 'restoreWorkflow', 'forkWorkflow', 'exportWorkflow', 'importWorkflow', 'deleteSandboxWorkflow'];
-    for (const type of operations) {
+    for (const type of OPERATION_WORKFLOWS) {
       expect(patchesOf(path.join(HISTORIES, `${type}.commit-points-and-deadlines.json`)), type).toContain('commit-points-and-deadlines');
       const before = ['createSnapshotWorkflow', 'pauseWorkflow'].includes(type) ? 'snapshot-in-one-host-step' : 'catalog-local-activities';
       expect(patchesOf(path.join(HISTORIES, `${type}.${before}.json`)), type).not.toContain('commit-points-and-deadlines');

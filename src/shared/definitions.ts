@@ -15,18 +15,8 @@ export const SEARCH_ATTRIBUTES = {
 /** Activities that touch a sandbox's disk or processes run on the queue of the host that has it. */
 export const hostTaskQueue = (sharedQueue: string, hostId: string) => `${sharedQueue}-host-${hostId}`;
 
-export const OPERATION_TYPES = [
-  'create_snapshot',
-  'delete_snapshot',
-  'pause',
-  'restore',
-  'fork',
-  'export',
-  'import',
-  'delete_sandbox',
-  'resume',
-] as const;
-export type OperationType = (typeof OPERATION_TYPES)[number];
+export type { OperationRequest, OperationType } from '../workflows/registry.js';
+import type { OperationRequest } from '../workflows/registry.js';
 
 export const sandboxWorkflowId = (sandboxId: string) => `sandbox-${sandboxId}`;
 
@@ -90,17 +80,6 @@ export interface DeleteSandboxInput extends OperationRef {
 export interface ResumeInput extends OperationRef {
   sandboxId: string;
 }
-
-export type OperationRequest =
-  | { type: 'create_snapshot'; input: CreateSnapshotInput }
-  | { type: 'delete_snapshot'; input: DeleteSnapshotInput }
-  | { type: 'pause'; input: PauseInput }
-  | { type: 'restore'; input: RestoreInput }
-  | { type: 'fork'; input: ForkInput }
-  | { type: 'export'; input: ExportInput }
-  | { type: 'import'; input: ImportInput }
-  | { type: 'delete_sandbox'; input: DeleteSandboxInput }
-  | { type: 'resume'; input: ResumeInput };
 
 /** State of the long-lived workflow that owns one sandbox: it runs its operations one at a time. */
 export interface SandboxWorkflowInput {

@@ -23,27 +23,7 @@ import {
 import { localCatalog, remoteCatalog } from './activities.js';
 import { CATALOG_LOCAL_ACTIVITIES } from './patches.js';
 import { operationSearchAttributes } from './search-attributes.js';
-import { createSnapshotWorkflow } from './create-snapshot.js';
-import { deleteSnapshotWorkflow } from './delete-snapshot.js';
-import { pauseWorkflow } from './pause.js';
-import { resumeWorkflow } from './resume.js';
-import { deleteSandboxWorkflow } from './delete-sandbox.js';
-import { restoreWorkflow } from './restore.js';
-import { forkWorkflow } from './fork.js';
-import { exportWorkflow } from './export.js';
-import { importWorkflow } from './import.js';
-
-const WORKFLOW_OF = {
-  create_snapshot: createSnapshotWorkflow,
-  delete_snapshot: deleteSnapshotWorkflow,
-  pause: pauseWorkflow,
-  resume: resumeWorkflow,
-  delete_sandbox: deleteSandboxWorkflow,
-  restore: restoreWorkflow,
-  fork: forkWorkflow,
-  export: exportWorkflow,
-  import: importWorkflow,
-} as const;
+import { operationOf } from './registry.js';
 
 /**
  * The one long-lived workflow of a sandbox. It runs the sandbox's operations one at a time, in the
@@ -164,7 +144,7 @@ async function runChild(
   onStart({ id: req.input.operationId, scope });
   try {
     await scope.run(() =>
-      executeChild(WORKFLOW_OF[req.type] as (i: typeof req.input) => Promise<unknown>, {
+      executeChild(operationOf(req).workflow, {
         workflowId: req.input.operationId,
         args: [req.input],
         cancellationType: ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,

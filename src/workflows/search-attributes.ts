@@ -1,5 +1,6 @@
 import { defineSearchAttributeKey, SearchAttributeType, type SearchAttributePair } from '@temporalio/common';
-import { SEARCH_ATTRIBUTES, type OperationRequest } from '../shared/definitions.js';
+import { SEARCH_ATTRIBUTES } from '../shared/definitions.js';
+import { operationOf, type OperationRequest } from './registry.js';
 
 const key = (name: string) => defineSearchAttributeKey(name, SearchAttributeType.KEYWORD);
 export const SA = {
@@ -11,13 +12,13 @@ export const SA = {
 
 /** So operators can find an operation in the Temporal UI by sandbox, snapshot, account or type. */
 export function operationSearchAttributes(req: OperationRequest): SearchAttributePair[] {
-  const i = req.input as { accountId: string; sandboxId?: string; targetSandboxId?: string; snapshotId?: string };
+  const def = operationOf(req);
   const pairs: SearchAttributePair[] = [
-    { key: SA.accountId, value: i.accountId },
+    { key: SA.accountId, value: req.input.accountId },
     { key: SA.operationType, value: req.type },
+    { key: SA.sandboxId, value: def.sandboxOf(req.input) },
   ];
-  const sandbox = i.sandboxId ?? i.targetSandboxId;
-  if (sandbox) pairs.push({ key: SA.sandboxId, value: sandbox });
-  if (i.snapshotId) pairs.push({ key: SA.snapshotId, value: i.snapshotId });
+  const snapshot = def.snapshotOf?.(req.input);
+  if (snapshot) pairs.push({ key: SA.snapshotId, value: snapshot });
   return pairs;
 }

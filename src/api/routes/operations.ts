@@ -7,7 +7,7 @@ import { reconcileOperation } from '../../service/reconcile.js';
 import { cancelOperation } from '../../service/operations.js';
 import { retryOperation } from '../../service/retry.js';
 import { idempotent } from '../idempotency.js';
-import { OPERATION_TYPES } from '../../shared/definitions.js';
+import { OPERATION_TYPES } from '../../workflows/registry.js';
 import { CagedError } from '../../shared/errors.js';
 
 const listQuery = z
