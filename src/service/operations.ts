@@ -94,7 +94,9 @@ export async function cancelOperation(ctx: AppContext, sandboxId: string, operat
   await ctx.temporal.workflow.getHandle(sandboxWorkflowId(sandboxId)).signal(cancelOperationSignal, operationId);
 }
 
+/** When each sandbox last signalled activity; bounded, oldest entries first out (a Map keeps insertion order). */
 const lastTouch = new Map<string, number>();
+const MAX_TOUCH_ENTRIES = 10_000;
 
 /**
  * Files and exec count as activity: the catalog's last_active_at moves, and the sandbox's workflow
@@ -106,7 +108,9 @@ export async function recordActivity(ctx: AppContext, sandbox: SandboxRow): Prom
   const now = Date.now();
   const every = Math.min(10_000, (sandbox.idle_timeout_s * 1000) / 4);
   if (now - (lastTouch.get(sandbox.id) ?? 0) < every) return;
+  lastTouch.delete(sandbox.id);
   lastTouch.set(sandbox.id, now);
+  if (lastTouch.size > MAX_TOUCH_ENTRIES) lastTouch.delete(lastTouch.keys().next().value!);
   await ctx.temporal.workflow
     .getHandle(sandboxWorkflowId(sandbox.id))
     .signal(touchSignal, { at: now })
