@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 
 /**
@@ -108,16 +108,23 @@ export function unpackSnapshotFile(file: string, dest: string, signal?: AbortSig
   return { done: p.done, kill: p.kill };
 }
 
-/** zstd → gzip transcoder for exports: reads a snapshot on stdin, writes .tar.gz on stdout. */
-export function transcodeToGzip(signal?: AbortSignal): { input: Writable; output: Readable; done: Promise<void>; kill(): void } {
-  const child = spawn('sh', ['-c', 'zstd -d -q -c | (command -v pigz >/dev/null && exec pigz -6 -c || exec gzip -6 -c)'], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  return { input: child.stdin!, output: child.stdout!, done: supervise(child, 'zstd|gzip', signal), kill: () => child.kill('SIGKILL') };
+/** pigz when the host has it (gzip on every core), else gzip; looked up once. */
+let gzipTool: string | undefined;
+function gzipCompressor(): string {
+  gzipTool ??= spawnSync('sh', ['-c', 'command -v pigz'], { encoding: 'utf8' }).status === 0 ? 'pigz' : 'gzip';
+  return gzipTool;
 }
 
-/** gzip → zstd transcoder for imports (the archive was validated before). */
-export function transcodeFromGzip(signal?: AbortSignal): { input: Writable; output: Readable; done: Promise<void>; kill(): void } {
-  const child = spawn('sh', ['-c', 'gzip -d -c | zstd -1 -T0 -q -c'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  return { input: child.stdin!, output: child.stdout!, done: supervise(child, 'gzip|zstd', signal), kill: () => child.kill('SIGKILL') };
+type Transcoder = { input: Writable; output: Readable; done: Promise<void>; kill(): void };
+
+/** zstd → gzip transcoder for exports: reads a snapshot on stdin, writes .tar.gz on stdout. Two children, both killed by kill(). */
+export function transcodeToGzip(signal?: AbortSignal): Transcoder {
+  const p = pipeTools(['zstd', ZSTD_UNPACK, 'zstd (export)'], [gzipCompressor(), ['-6', '-c'], 'gzip (export)'], 'pipe', 'pipe', signal);
+  return { input: p.first.stdin!, output: p.second.stdout!, done: p.done, kill: p.kill };
+}
+
+/** gzip → zstd transcoder for imports (the archive was validated before). Two children, both killed by kill(). */
+export function transcodeFromGzip(signal?: AbortSignal): Transcoder {
+  const p = pipeTools(['gzip', ['-d', '-c'], 'gzip (import)'], ['zstd', ZSTD_PACK, 'zstd (import)'], 'pipe', 'pipe', signal);
+  return { input: p.first.stdin!, output: p.second.stdout!, done: p.done, kill: p.kill };
 }
