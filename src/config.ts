@@ -27,6 +27,8 @@ const envSchema = z.object({
   CAGED_IMPORT_MAX_ENTRIES: int.default(200_000),
   CAGED_IMPORT_MAX_PATH: int.default(4096),
   CAGED_IMPORT_MAX_UNCOMPRESSED_BYTES: int.default(8 * 1024 ** 3),
+  CAGED_MAX_FILE_UPLOAD_BYTES: int.default(1024 ** 3),
+  CAGED_MAX_SANDBOXES_PER_ACCOUNT: int.default(50),
   TEMPORAL_ADDRESS: z.string().optional(),
   TEMPORAL_NAMESPACE: z.string().default('default'),
   TEMPORAL_TASK_QUEUE: z.string().default('caged'),
@@ -50,6 +52,10 @@ export interface Limits {
   importMaxEntries: number;
   importMaxPathLength: number;
   importMaxUncompressedBytes: number;
+  /** Largest body of PUT /v1/sandboxes/{id}/files/{path}. */
+  maxFileUploadBytes: number;
+  /** Live sandboxes (not deleted) one account may have, forks included. */
+  maxSandboxesPerAccount: number;
 }
 
 export interface S3Config {
@@ -130,6 +136,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
       importMaxEntries: e.CAGED_IMPORT_MAX_ENTRIES,
       importMaxPathLength: e.CAGED_IMPORT_MAX_PATH,
       importMaxUncompressedBytes: e.CAGED_IMPORT_MAX_UNCOMPRESSED_BYTES,
+      maxFileUploadBytes: e.CAGED_MAX_FILE_UPLOAD_BYTES,
+      maxSandboxesPerAccount: e.CAGED_MAX_SANDBOXES_PER_ACCOUNT,
     },
     defaultIdleTimeoutSeconds: e.CAGED_IDLE_TIMEOUT_S,
     logLevel: e.CAGED_LOG_LEVEL,
