@@ -10,6 +10,11 @@ export interface ImportLimits {
   maxPathLength: number;
   maxUncompressedBytes: number;
   maxCompressedBytes: number;
+  /**
+   * Most bytes the archive's files may add up to once extracted (the snapshot's logical size).
+   * Checked against each header's declared size, so a refusal comes before the body is inflated.
+   */
+  maxTreeBytes?: number;
 }
 
 /**
@@ -25,6 +30,8 @@ export interface ImportSummary {
   symlinks: number;
   uncompressedBytes: number;
   compressedBytes: number;
+  /** Sum of the sizes of the archive's regular files: what the tree expands to. */
+  treeBytes: number;
 }
 
 type Kind = 'file' | 'dir' | 'symlink';
@@ -115,6 +122,7 @@ export async function validateTarGz(source: Readable, limits: ImportLimits, sign
 
 function assertLimits(limits: ImportLimits): void {
   for (const [key, value] of Object.entries(limits)) {
+    if (value === undefined && key === 'maxTreeBytes') continue;
     if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`ImportLimits.${key} must be a positive integer`);
   }
 }
@@ -161,6 +169,7 @@ class TarValidator {
   private dirs = 0;
   private symlinks = 0;
   private declaredBytes = 0;
+  private treeBytes = 0;
   private uncompressedBytes = 0;
   private parserPos = 0;
   private lead = Buffer.alloc(0);
@@ -190,7 +199,7 @@ class TarValidator {
   }
 
   counts(): Omit<ImportSummary, 'compressedBytes'> {
-    return { entries: this.entries, files: this.files, dirs: this.dirs, symlinks: this.symlinks, uncompressedBytes: this.uncompressedBytes };
+    return { entries: this.entries, files: this.files, dirs: this.dirs, symlinks: this.symlinks, uncompressedBytes: this.uncompressedBytes, treeBytes: this.treeBytes };
   }
 
   push(chunk: Buffer): void {
@@ -317,6 +326,18 @@ class TarValidator {
         'limit_exceeded',
         `declared sizes exceed ${this.limits.maxUncompressedBytes} bytes at ${q(name)} (${entry.size} bytes)`,
       );
+    }
+
+    if (kind === 'file') {
+      this.treeBytes += entry.size;
+      const max = this.limits.maxTreeBytes;
+      if (max !== undefined && this.treeBytes > max) {
+        throw new CagedError(
+          'limit_exceeded',
+          `limit snapshot_bytes exceeded: the archive's files expand to more than ${max} bytes (at ${q(name)}, ${entry.size} bytes)`,
+          { limit: 'snapshot_bytes', max },
+        );
+      }
     }
 
     let target: string | undefined;
