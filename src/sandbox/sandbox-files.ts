@@ -51,7 +51,9 @@ export async function writeSandboxFile(root: string, relPath: string, body: Read
   try {
     parent = await makeParents(root, relPath, created);
     target = path.join(parent, pathSegments(relPath).at(-1) as string);
-    tmp = path.join(parent, `.${path.basename(target)}.caged-${randomSuffix(8)}.tmp`);
+    // The temporary name must fit NAME_MAX too when the target's name is already near it.
+    const base = path.basename(target);
+    tmp = path.join(parent, `.${Buffer.byteLength(base) > 200 ? 'long-name' : base}.caged-${randomSuffix(8)}.tmp`);
     handle = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, stat?.mode ?? 0o644);
   } catch (err) {
     await removeCreated(created);

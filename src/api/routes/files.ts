@@ -60,7 +60,12 @@ export async function fileRoutes(app: FastifyInstance, ctx: AppContext) {
     try {
       await ctx.runtime.writeFile(sandbox.id, path, body);
     } catch (err) {
-      if (err instanceof CagedError && err.code === 'too_large') reply.header('connection', 'close');
+      if (err instanceof CagedError && err.code === 'too_large') {
+        // The rest of the body is read and dropped, so the client (still sending) gets the 413
+        // rather than a reset; the server's request timeout bounds how long that may take.
+        source.unpipe(body);
+        source.resume();
+      }
       throw err;
     }
     await recordActivity(ctx, sandbox);
