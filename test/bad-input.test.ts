@@ -3,12 +3,14 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
+import Fastify from 'fastify';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { gz, gzipWithZeros, rawTar, ustarHeader } from './support/tar-builder.js';
 import { buildServer } from '../src/api/server.js';
+import { errorHandler } from '../src/api/errors.js';
 import { apiLogSerializers, logUrl, scrubSignedUrls } from '../src/api/input-guards.js';
 import { signDownload } from '../src/shared/signed-url.js';
 import { loadConfig } from '../src/config.js';
@@ -250,6 +252,25 @@ describe('files API: long names', () => {
     expect(fs.readdirSync(path.join(root, 'named'))).toEqual([ok]);
     expect((await A.call('DELETE', `/v1/sandboxes/${sbA}/files/named/${ok}`)).status).toBe(204);
     fs.rmdirSync(path.join(root, 'named'));
+  });
+});
+
+describe('unexpected failures', () => {
+  it("a 500 names the request, not the server's paths or a signed URL's credentials", async () => {
+    const app = Fastify();
+    app.setErrorHandler(errorHandler);
+    app.get('/boom', async () => {
+      throw new Error("EACCES: permission denied, open '/srv/caged/data/sandboxes/cage-x/root/f' via http://h/v1/downloads/k?expires=1&sig=SECRETSIG");
+    });
+    const r = await app.inject({ method: 'GET', url: '/boom' });
+    await app.close();
+    expect(r.statusCode).toBe(500);
+    const body = r.json();
+    expect(body).toEqual({ error: { code: 'internal', message: expect.stringContaining('EACCES: permission denied') } });
+    expect(body.error.message).toContain("open '<path>'");
+    expect(body.error.message).toMatch(/\(request req-[0-9a-z]+\)$/);
+    expect(body.error.message).not.toContain('/srv/caged');
+    expect(body.error.message).not.toContain('SECRETSIG');
   });
 });
 
