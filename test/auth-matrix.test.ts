@@ -27,6 +27,8 @@ let stack: TestStack;
 let url: string;
 let keyA: string;
 let keyB: string;
+let accountA: string;
+let accountB: string;
 let A: ReturnType<typeof apiClient>;
 let B: ReturnType<typeof apiClient>;
 let sbA: string;
@@ -38,8 +40,8 @@ const MALFORMED = (key: string) => ['Basic dXNlcjpwYXNz', 'Bearer', 'Bearer ', `
 beforeAll(async () => {
   stack = await startStack({ api: true, store: 'fs', catalog: 'postgres' });
   url = stack.apiUrl!;
-  keyA = (await stack.newAccount('matrix-a')).apiKey;
-  keyB = (await stack.newAccount('matrix-b')).apiKey;
+  ({ id: accountA, apiKey: keyA } = await stack.newAccount('matrix-a'));
+  ({ id: accountB, apiKey: keyB } = await stack.newAccount('matrix-b'));
   A = apiClient(url, keyA);
   B = apiClient(url, keyB);
   sbA = await A.createSandbox();
@@ -146,10 +148,22 @@ async function stateOfA() {
   return { state: sandbox.state, last_active_at: sandbox.last_active_at, snaps, ops, sessions, files, secret };
 }
 
+/** Rows that belong to A or B (other test files share the database and write rows of their own). */
 async function counts() {
-  const n = async (table: 'accounts' | 'sandboxes' | 'snapshots' | 'operations' | 'sessions') =>
-    Number((await stack.db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()).n);
-  return { accounts: await n('accounts'), sandboxes: await n('sandboxes'), snapshots: await n('snapshots'), operations: await n('operations'), sessions: await n('sessions') };
+  const ids = [accountA, accountB];
+  const n = async (table: 'sandboxes' | 'snapshots' | 'operations' | 'idempotency_keys') =>
+    Number((await stack.db.selectFrom(table).select((eb) => eb.fn.countAll<string>().as('n')).where('account_id', 'in', ids).executeTakeFirstOrThrow()).n);
+  const sessions = Number(
+    (
+      await stack.db
+        .selectFrom('sessions')
+        .innerJoin('sandboxes', 'sandboxes.id', 'sessions.sandbox_id')
+        .select((eb) => eb.fn.countAll<string>().as('n'))
+        .where('sandboxes.account_id', 'in', ids)
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
+  return { sandboxes: await n('sandboxes'), snapshots: await n('snapshots'), operations: await n('operations'), idempotency_keys: await n('idempotency_keys'), sessions };
 }
 
 describe('auth matrix', () => {
