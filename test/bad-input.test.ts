@@ -199,7 +199,7 @@ describe('NUL bytes never reach PostgreSQL', () => {
 
   it('in JSON strings (account name, exec argument, snapshot name, object keys): 400 invalid_input, no row written', async () => {
     const admin = apiClient(url, stack.config.adminToken);
-    for (const name of ['evil\u0000name', '\u0000']) {
+    for (const name of ['evil\u0000name', '\u0000', 'evil\ud800']) {
       const r = await admin.call('POST', '/v1/admin/accounts', { name });
       expect(r.status).toBe(400);
       expect(r.body).toEqual(errorBody('invalid_input'));
@@ -208,7 +208,8 @@ describe('NUL bytes never reach PostgreSQL', () => {
     expect(await stack.db.selectFrom('accounts').select('id').where('name', 'like', 'evil%').execute()).toEqual([]);
 
     const sessions = await count('sessions', ['sandbox_id', sbA]);
-    for (const command of [['echo', 'a\u0000b'], ['\u0000'], ['sh', '-c', 'true', '\u0000']]) {
+    // An unpaired surrogate is refused as well: jsonb (exec history) cannot store it either.
+    for (const command of [['echo', 'a\u0000b'], ['\u0000'], ['sh', '-c', 'true', '\u0000'], ['echo', '\ud800'], ['echo', 'x\udc00']]) {
       const r = await A.call('POST', `/v1/sandboxes/${sbA}/exec`, { command });
       expect(r.status, JSON.stringify(command)).toBe(400);
       expect(r.body).toEqual(errorBody('invalid_input'));

@@ -33,9 +33,14 @@ export function jsonDepth(text: string, stopAt = Infinity): number {
   return max;
 }
 
-/** PostgreSQL text cannot hold U+0000, and no name, id or argument of the API needs it. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * PostgreSQL text cannot hold U+0000, nor jsonb an unpaired surrogate (\ud800), and no name, id
+ * or argument of the API needs either.
+ */
 function hasNul(value: unknown, depth = 0): boolean {
-  if (typeof value === 'string') return value.includes('\0');
+  if (typeof value === 'string') return value.includes('\0') || LONE_SURROGATE.test(value);
   if (depth > MAX_JSON_DEPTH + 1 || value === null || typeof value !== 'object') return false;
   if (Array.isArray(value)) return value.some((v) => hasNul(v, depth + 1));
   return Object.entries(value).some(([k, v]) => k.includes('\0') || hasNul(v, depth + 1));
@@ -53,7 +58,7 @@ export function installJsonParser(app: FastifyInstance): void {
     }
     parse(req, text, (err, parsed) => {
       if (err) return done(err, undefined);
-      if (hasNul(parsed)) return done(new CagedError('invalid_input', 'the JSON body holds a NUL character (\\u0000)'), undefined);
+      if (hasNul(parsed)) return done(new CagedError('invalid_input', 'the JSON body holds a NUL character (\\u0000) or an unpaired surrogate'), undefined);
       done(null, parsed);
     });
   });
