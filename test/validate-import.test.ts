@@ -339,6 +339,17 @@ describe('validateTarGz: sizes and bombs', () => {
     expect(err.message).toContain('"b"');
   });
 
+  it('stops at gigabytes of zeros after the end-of-archive marker instead of inflating them to the bound', async () => {
+    const archive = await gzipWithZeros(rawTar([{ name: 'small', data: Buffer.from('ok') }]), 64 * MiB);
+    const source = chunked(archive, 4096);
+    const err = await validateTarGz(source, { ...LIMITS, maxUncompressedBytes: 1024 * MiB }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'invalid_archive', message: expect.stringContaining('padding after the end-of-archive marker') });
+    expect(source.pulled()).toBeLessThan(archive.length / 2);
+    // A writer's ordinary record padding is still fine.
+    const padded = Buffer.concat([rawTar([{ name: 'f', data: Buffer.from('x') }]), Buffer.alloc(1024 * 1024)]);
+    await expect(validateTarGz(chunked(gz(padded)), LIMITS)).resolves.toMatchObject({ files: 1 });
+  });
+
   it('refuses more than maxEntries entries', async () => {
     const entries = Array.from({ length: 101 }, (_, i) => ({ name: `f${String(i).padStart(3, '0')}` }));
     const err = await refusal(gz(rawTar(entries)), { ...LIMITS, maxEntries: 100 });

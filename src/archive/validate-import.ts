@@ -49,6 +49,8 @@ const BLOCK = 512;
 const MAX_SYMLINK_HOPS = 40;
 // Messages are logged and returned to the uploader; a hostile name must not flood either.
 const MAX_NAME_IN_MESSAGE = 200;
+// Tar writers pad to their record size: 10 KiB for GNU tar's default, 1 MiB at its largest blocking factor.
+const MAX_TRAILING_PADDING = 8 * 1024 * 1024;
 
 /** Streams a .tar.gz and refuses anything hostile; resolves with a summary or rejects with CagedError('invalid_archive', msg) or CagedError('limit_exceeded', msg) (from src/shared/errors.ts). Never buffers the whole archive. */
 export async function validateTarGz(source: Readable, limits: ImportLimits, signal?: AbortSignal): Promise<ImportSummary> {
@@ -175,6 +177,7 @@ class TarValidator {
   private lead = Buffer.alloc(0);
   private current?: ReadEntry;
   private sawEof = false;
+  private paddingBytes = 0;
   private pendingNullBlock = false;
   private inPush = false;
   private readonly root: TreeNode = { kind: 'dir', children: new Map() };
@@ -222,6 +225,12 @@ class TarValidator {
         if (this.sawEof) {
           // Readers that skip zero blocks (tar -i) would find entries here that we never checked.
           if (!isAllZero(chunk, off)) throw invalid('unexpected data after the end-of-archive marker');
+          // Record padding is a few KiB (GNU tar: 10 KiB records); gigabytes of zeros after the
+          // marker would only cost inflating them, up to the decompression bound.
+          this.paddingBytes += chunk.length - off;
+          if (this.paddingBytes > MAX_TRAILING_PADDING) {
+            throw invalid(`more than ${MAX_TRAILING_PADDING} bytes of padding after the end-of-archive marker`);
+          }
           return;
         }
         // Headers go in one block at a time so end-of-archive is seen at its exact offset and
