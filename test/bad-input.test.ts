@@ -113,13 +113,20 @@ async function count(table: 'accounts' | 'sandboxes' | 'snapshots' | 'sessions' 
   return Number((await q.executeTakeFirstOrThrow()).n);
 }
 
-/** Every file and directory under dir (only files with filesOnly), relative, sorted. */
+/** Every entry under dir (only non-directories with filesOnly), relative, sorted; symlinks are listed, never followed. */
 function listTree(dir: string, filesOnly = false): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return (fs.readdirSync(dir, { recursive: true }) as string[])
-    .map(String)
-    .filter((p) => !filesOnly || !fs.lstatSync(path.join(dir, p)).isDirectory())
-    .sort();
+  const out: string[] = [];
+  const walk = (rel: string) => {
+    for (const d of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${d.name}` : d.name;
+      if (d.isDirectory()) {
+        if (!filesOnly) out.push(r);
+        walk(r);
+      } else out.push(r);
+    }
+  };
+  if (fs.existsSync(dir)) walk('');
+  return out.sort();
 }
 
 beforeAll(async () => {
@@ -273,6 +280,51 @@ describe('unexpected failures', () => {
     expect(body.error.message).toMatch(/\(request req-[0-9a-z]+\)$/);
     expect(body.error.message).not.toContain('/srv/caged');
     expect(body.error.message).not.toContain('SECRETSIG');
+  });
+});
+
+describe('symlinks and traversal through the files API', () => {
+  it("links planted by the sandbox's own processes carry no read, write or delete outside it", async () => {
+    const other = await stack.newAccount('bad-input-victim');
+    const victim = apiClient(url, other.apiKey);
+    const victimSb = await victim.createSandbox();
+    expect((await victim.call('PUT', `/v1/sandboxes/${victimSb}/files/secret.txt`, 'victim only')).status).toBe(204);
+    const victimRoot = stack.runtime.rootDir(victimSb);
+    const root = stack.runtime.rootDir(sbA);
+    // What a user can do from inside: links to /, to another sandbox's root, up the tree, and a dangling one.
+    const links: [string, string][] = [
+      ['to-slash', '/'],
+      ['to-victim', victimRoot],
+      ['up', '../..'],
+      ['victim-secret', path.join(victimRoot, 'secret.txt')],
+      ['dangling', path.join(victimRoot, 'not-yet.txt')],
+    ];
+    for (const [name, target] of links) fs.symlinkSync(target, path.join(root, name));
+    try {
+      const outsideBefore = listTree(path.dirname(root));
+      const victimBefore = listTree(victimRoot);
+      const tries = ['to-slash/etc/hostname', 'to-victim/secret.txt', 'to-victim/planted.txt', 'up/up.txt', 'victim-secret', 'dangling', 'to-victim'];
+      for (const p of tries) {
+        for (const method of ['GET', 'PUT', 'DELETE']) {
+          const r = await A.call(method, `/v1/sandboxes/${sbA}/files/${p}`, method === 'PUT' ? 'pwned' : undefined);
+          expect(r.status, `${method} ${p}`).toBe(400);
+          expect(r.body, `${method} ${p}`).toEqual(errorBody('invalid_input'));
+          expect(JSON.stringify(r.body)).not.toContain('victim only');
+        }
+      }
+      // Encoded traversal and separators are refused as well.
+      for (const p of ['%2e%2e/%2e%2e/x', 'a/%2E%2E/%2e%2e/%2e%2e/x', '%2e%2e%2f%2e%2e%2fx']) {
+        const r = await rawRequest('PUT', `/v1/sandboxes/${sbA}/files/${p}`, { key: keyA, body: Buffer.from('pwned') });
+        expect(r.status, p).toBe(400);
+        expect(r.body, p).toEqual(errorBody('invalid_input'));
+      }
+      expect(listTree(path.dirname(root))).toEqual(outsideBefore);
+      expect(listTree(victimRoot)).toEqual(victimBefore);
+      expect(fs.readFileSync(path.join(victimRoot, 'secret.txt'), 'utf8')).toBe('victim only');
+      expect(fs.existsSync(path.join(victimRoot, 'not-yet.txt'))).toBe(false);
+    } finally {
+      for (const [name] of links) fs.rmSync(path.join(root, name), { force: true });
+    }
   });
 });
 
