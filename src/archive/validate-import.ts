@@ -226,10 +226,15 @@ class TarValidator {
           // Readers that skip zero blocks (tar -i) would find entries here that we never checked.
           if (!isAllZero(chunk, off)) throw invalid('unexpected data after the end-of-archive marker');
           // Record padding is a few KiB (GNU tar: 10 KiB records); gigabytes of zeros after the
-          // marker would only cost inflating them, up to the decompression bound.
+          // marker would only cost inflating them, up to the decompression bound. Past the
+          // padding allowance the archive counts as expanding beyond its limit.
           this.paddingBytes += chunk.length - off;
           if (this.paddingBytes > MAX_TRAILING_PADDING) {
-            throw invalid(`more than ${MAX_TRAILING_PADDING} bytes of padding after the end-of-archive marker`);
+            const bound = this.uncompressedBytes - this.paddingBytes + MAX_TRAILING_PADDING;
+            throw new CagedError(
+              'limit_exceeded',
+              `archive expands beyond ${bound} bytes: more than ${MAX_TRAILING_PADDING} bytes of zeros follow the end-of-archive marker`,
+            );
           }
           return;
         }
