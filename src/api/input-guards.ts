@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import pino from 'pino';
 import { CagedError } from '../shared/errors.js';
 
 /** Deeper JSON than any request of the API needs; deeper still would overflow JSON.stringify. */
@@ -156,12 +157,10 @@ export const apiLogSerializers = {
       remotePort: req.socket?.remotePort,
     };
   },
-  err(err: Error & { code?: unknown }) {
-    return {
-      type: err?.name,
-      message: typeof err?.message === 'string' ? scrubSignedUrls(err.message) : err?.message,
-      stack: typeof err?.stack === 'string' ? scrubSignedUrls(err.stack) : undefined,
-      ...(err?.code !== undefined ? { code: err.code } : {}),
-    };
+  err(err: Error) {
+    // pino's own serializer (type, message, stack, cause, own fields), then signed URLs scrubbed.
+    const out = pino.stdSerializers.err(err) as unknown as Record<string, unknown>;
+    if (!out || typeof out !== 'object') return out;
+    return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, typeof v === 'string' ? scrubSignedUrls(v) : v]));
   },
 };
