@@ -7,7 +7,7 @@ import Fastify from 'fastify';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
-import { apiClient } from './support/http.js';
+import { apiClient, rawRequest as sendRaw } from './support/http.js';
 import { gz, gzipWithZeros, rawTar, ustarHeader } from './support/tar-builder.js';
 import { buildServer } from '../src/api/server.js';
 import { errorHandler } from '../src/api/errors.js';
@@ -36,53 +36,7 @@ let sbA: string;
 
 const errorBody = (code: string) => ({ error: { code, message: expect.any(String) } });
 
-/** Sends exactly this request line and these headers (fetch would normalise or refuse them). */
-function rawRequest(
-  method: string,
-  rawPath: string,
-  opts: { key?: string; headers?: Record<string, string | number>; body?: Buffer | Buffer[] } = {},
-): Promise<{ status: number; body: any; headers: http.IncomingHttpHeaders }> {
-  const u = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: u.hostname, port: u.port, method, path: rawPath, headers: { ...(opts.key ? { authorization: `Bearer ${opts.key}` } : {}), ...opts.headers } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown = text;
-          try {
-            parsed = text ? JSON.parse(text) : undefined;
-          } catch {
-            /* raw */
-          }
-          resolve({ status: res.statusCode!, body: parsed, headers: res.headers });
-        });
-      },
-    );
-    // The server may answer and close before the whole body is sent: that is the point of some
-    // tests. A write error then is expected; a connection that closes with no answer is not.
-    let answered = false;
-    req.on('response', () => (answered = true));
-    req.on('error', (err) => {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'EPIPE' && code !== 'ECONNRESET') reject(err);
-    });
-    req.on('close', () => {
-      if (!answered) reject(new Error(`${method} ${rawPath.slice(0, 80)}: the connection closed without a response`));
-    });
-    if (Array.isArray(opts.body)) {
-      (async () => {
-        for (const piece of opts.body as Buffer[]) {
-          if (req.destroyed) return;
-          if (!req.write(piece)) await new Promise((r) => req.once('drain', r));
-        }
-        req.end();
-      })().catch(() => {});
-    } else req.end(opts.body);
-  });
-}
+const rawRequest = (method: string, rawPath: string, opts?: Parameters<typeof sendRaw>[3]) => sendRaw(url, method, rawPath, opts);
 
 /** Writes bytes on a bare socket and returns what came back: for requests Node's parser refuses. */
 function rawSocket(bytes: string): Promise<{ status: number; body: any }> {
@@ -483,8 +437,8 @@ describe('signed URLs stay out of the logs', () => {
       expect(bad.status).toBe(403);
       expect(await bad.json()).toEqual(errorBody('forbidden'));
       // The router's decoding is no way around the redaction.
-      const encoded = await rawRequestTo(base, signed.replace(`${base}/v1/`, '/%761/'));
-      expect(encoded).toBe(200);
+      const encoded = await sendRaw(base, 'GET', signed.replace(`${base}/v1/`, '/%761/'));
+      expect(encoded.status).toBe(200);
       await server.close();
       const log = lines.join('');
       expect(log).toContain('/v1/downloads/exports/');
@@ -511,18 +465,6 @@ describe('signed URLs stay out of the logs', () => {
     expect(logUrl('/v1/operations?status=failed')).toBe('/v1/operations?status=failed');
   });
 });
-
-function rawRequestTo(base: string, rawPath: string): Promise<number> {
-  const u = new URL(base);
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port, method: 'GET', path: rawPath }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode!));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('the local runtime and the service environment', () => {
   it("sandbox processes do not see the service's environment", async () => {
