@@ -332,6 +332,17 @@ describe('limits', () => {
     expect(chunked.status).toBe(413);
     expect(chunked.body.error.code).toBe('too_large');
     expect(listTree(root)).toEqual(before);
+    // A client that goes on sending long after the 413 still reads it; the server cuts it off after a bounded drain.
+    const started = Date.now();
+    const endless = await rawRequest('PUT', `/v1/sandboxes/${sbA}/files/up/endless.bin`, {
+      key: keyA,
+      headers: { 'transfer-encoding': 'chunked' },
+      body: Array.from({ length: 96 }, () => Buffer.alloc(MiB, 4)),
+    });
+    expect(endless.status).toBe(413);
+    expect(endless.body.error.code).toBe('too_large');
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(listTree(root)).toEqual(before);
     // An existing file is not replaced by a refused upload.
     expect((await A.call('PUT', `/v1/sandboxes/${sbA}/files/kept.txt`, 'old')).status).toBe(204);
     const over = await rawRequest('PUT', `/v1/sandboxes/${sbA}/files/kept.txt`, { key: keyA, headers: { 'transfer-encoding': 'chunked' }, body: pieces });

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { finished, Transform, type Readable } from 'node:stream';
+import { finished, Transform, type Readable, type Writable } from 'node:stream';
 import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
 import { sandboxIdParam } from './sandboxes.js';
@@ -21,6 +21,23 @@ function capBytes(max: number): Transform {
       cb(null, chunk);
     },
   });
+}
+
+// After a 413 mid-upload, this much more of the body (or this long) is read and dropped so the
+// client, still sending, reads the answer instead of a reset; past that the connection is cut.
+const DRAIN_BYTES = 64 * 1024 * 1024;
+const DRAIN_MS = 10_000;
+
+function drainThenDrop(source: Readable, from: Writable): void {
+  source.unpipe(from);
+  let drained = 0;
+  const cut = setTimeout(() => source.destroy(), DRAIN_MS).unref();
+  source.on('data', (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > DRAIN_BYTES) source.destroy();
+  });
+  finished(source, () => clearTimeout(cut));
+  source.resume();
 }
 
 /**
@@ -60,12 +77,7 @@ export async function fileRoutes(app: FastifyInstance, ctx: AppContext) {
     try {
       await ctx.runtime.writeFile(sandbox.id, path, body);
     } catch (err) {
-      if (err instanceof CagedError && err.code === 'too_large') {
-        // The rest of the body is read and dropped, so the client (still sending) gets the 413
-        // rather than a reset; the server's request timeout bounds how long that may take.
-        source.unpipe(body);
-        source.resume();
-      }
+      if (err instanceof CagedError && err.code === 'too_large') drainThenDrop(source, body);
       throw err;
     }
     await recordActivity(ctx, sandbox);
