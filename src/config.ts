@@ -29,6 +29,8 @@ const envSchema = z.object({
   CAGED_IMPORT_MAX_UNCOMPRESSED_BYTES: int.default(8 * 1024 ** 3),
   CAGED_OPERATION_DEADLINE_S: int.min(1).default(1800),
   CAGED_OPERATION_DEADLINE_S_PER_GIB: int.min(0).default(600),
+  CAGED_MAX_FILE_UPLOAD_BYTES: int.default(1024 ** 3),
+  CAGED_MAX_SANDBOXES_PER_ACCOUNT: int.default(50),
   TEMPORAL_ADDRESS: z.string().optional(),
   TEMPORAL_NAMESPACE: z.string().default('default'),
   TEMPORAL_TASK_QUEUE: z.string().default('caged'),
@@ -52,6 +54,10 @@ export interface Limits {
   importMaxEntries: number;
   importMaxPathLength: number;
   importMaxUncompressedBytes: number;
+  /** Largest body of PUT /v1/sandboxes/{id}/files/{path}. */
+  maxFileUploadBytes: number;
+  /** Live sandboxes (not deleted) one account may have, forks included. */
+  maxSandboxesPerAccount: number;
 }
 
 export interface S3Config {
@@ -134,6 +140,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
       importMaxEntries: e.CAGED_IMPORT_MAX_ENTRIES,
       importMaxPathLength: e.CAGED_IMPORT_MAX_PATH,
       importMaxUncompressedBytes: e.CAGED_IMPORT_MAX_UNCOMPRESSED_BYTES,
+      maxFileUploadBytes: e.CAGED_MAX_FILE_UPLOAD_BYTES,
+      maxSandboxesPerAccount: e.CAGED_MAX_SANDBOXES_PER_ACCOUNT,
     },
     defaultIdleTimeoutSeconds: e.CAGED_IDLE_TIMEOUT_S,
     logLevel: e.CAGED_LOG_LEVEL,

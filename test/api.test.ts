@@ -4,7 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
-import { apiClient } from './support/http.js';
+import { apiClient, rawRequest as sendRaw } from './support/http.js';
 
 let stack: TestStack;
 let url: string;
@@ -20,30 +20,7 @@ let opA: string;
 const errorBody = (code: string) => ({ error: { code, message: expect.any(String) } });
 
 /** Sends a request exactly as written: fetch would normalise `%2e%2e` segments away before sending. */
-function rawRequest(method: string, rawPath: string, key: string | undefined, body?: Buffer): Promise<{ status: number; body: any }> {
-  const u = new URL(url);
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: u.hostname, port: u.port, method, path: rawPath, headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body ? { 'content-length': body.length } : {}) } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown = text;
-          try {
-            parsed = text ? JSON.parse(text) : undefined;
-          } catch {
-            /* raw */
-          }
-          resolve({ status: res.statusCode!, body: parsed });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+const rawRequest = (method: string, rawPath: string, key: string | undefined, body?: Buffer) => sendRaw(url, method, rawPath, { key, body });
 
 async function getBytes(sandboxId: string, filePath: string, key = keyA) {
   const res = await fetch(`${url}/v1/sandboxes/${sandboxId}/files/${filePath}`, { headers: { authorization: `Bearer ${key}` } });

@@ -131,6 +131,29 @@ function catalogSuite(engine: string, open: () => Promise<CatalogDb>) {
       });
     });
 
+    describe('sandboxes per account', () => {
+      const spec = (accountId: string, id = newSandboxId()) => ({ id, accountId, template: 'base', cpu: 1, memoryMb: 1024, hostId: 'testhost', idleTimeoutSeconds: 300 });
+
+      it('concurrent inserts stop at the cap; deleted sandboxes do not count; a repeated id is not a second sandbox', async () => {
+        const acct = await account();
+        const results = await Promise.allSettled(Array.from({ length: 10 }, () => insertSandbox(db, spec(acct.id), 4)));
+        const ok = results.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof insertSandbox>>> => r.status === 'fulfilled');
+        expect(ok).toHaveLength(4);
+        for (const r of results.filter((x) => x.status === 'rejected')) {
+          expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'limit_exceeded', details: { limit: 'sandboxes_per_account', max: 4 } });
+        }
+        const live = await db.selectFrom('sandboxes').select('id').where('account_id', '=', acct.id).execute();
+        expect(live).toHaveLength(4);
+        // The same id again returns the row it already has, even at the cap.
+        expect((await insertSandbox(db, spec(acct.id, ok[0]!.value.id), 4)).id).toBe(ok[0]!.value.id);
+        await db.updateTable('sandboxes').set({ state: 'deleted' }).where('id', '=', ok[1]!.value.id).execute();
+        expect((await insertSandbox(db, spec(acct.id), 4)).state).toBe('creating');
+        await expectCaged(insertSandbox(db, spec(acct.id), 4), 'limit_exceeded', { limit: 'sandboxes_per_account', max: 4 });
+        // Another account has its own count.
+        expect((await insertSandbox(db, spec((await account()).id), 4)).state).toBe('creating');
+      });
+    });
+
     describe('reserveSnapshot', () => {
       it('validates the name', async () => {
         const a = await account();

@@ -299,7 +299,7 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
           'limit_exceeded',
           ['declared sizes exceed 33554432 bytes', 'bomb'],
         ],
-        ['a size bomb by inflation', () => gzipWithZeros(rawTar([{ name: 'small', data: Buffer.from('ok') }]), 128 * MiB), 422, 'limit_exceeded', ['expands beyond 33554432 bytes']],
+        ['a size bomb by inflation', () => gzipWithZeros(rawTar([{ name: 'small', data: Buffer.from('ok') }]), 128 * MiB), 422, 'limit_exceeded', ['expands beyond', 'zeros follow the end-of-archive marker']],
         // Refused only at the end of the stream, when the store has already seen every byte.
         ['a symlink that escapes through another symlink', () => gz(rawTar([{ name: 'd', type: '2', linkname: '.' }, { name: 'e', type: '2', linkname: 'd/..' }])), 400, 'invalid_archive', ['through other symlinks', '"e"']],
         ['a tar stream without its end marker', () => gz(rawTar([{ name: 'f', data: Buffer.from('x') }], { eof: false })), 400, 'invalid_archive', ['truncated archive']],

@@ -81,6 +81,7 @@ describe('validateTarGz: archives made by GNU tar', () => {
       symlinks: 3,
       uncompressedBytes: zlib.gunzipSync(archive).length,
       compressedBytes: archive.length,
+      treeBytes: 6 + 5000 + 1 + 4, // the files' bytes: what the tree expands to
     });
     // GNU tar pads to 20-block records: proof that the count covers the whole tar stream.
     expect(summary.uncompressedBytes % 10240).toBe(0);
@@ -123,6 +124,7 @@ describe('validateTarGz: well-formed raw archives', () => {
       symlinks: 1,
       uncompressedBytes: tar.length,
       compressedBytes: archive.length,
+      treeBytes: 3 + 4,
     });
   });
 });
@@ -310,6 +312,43 @@ describe('validateTarGz: sizes and bombs', () => {
     // Nowhere near the whole compressed stream was pulled: the rest was never inflated.
     expect(source.pulled()).toBeLessThan(archive.length / 4);
     expect(source.destroyed).toBe(true);
+  });
+
+  it('refuses at the header a file whose size takes the tree past maxTreeBytes, before inflating its body', async () => {
+    // The reported case: a small upload holding a 7 GiB file of zeros. Only 32 MiB of the zeros
+    // are in this archive; a validator that inflated the body would fail later, on truncation.
+    const header = ustarHeader({ name: 'zeros.bin', type: '0', mode: 0o644, size: 7 * 1024 * MiB });
+    const archive = await gzipWithZeros(header, 32 * MiB);
+    const source = chunked(archive, 4096);
+    const err = await validateTarGz(source, { ...LIMITS, maxUncompressedBytes: 8 * 1024 * MiB, maxTreeBytes: 2 * 1024 * MiB }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CagedError);
+    expect(err).toMatchObject({ code: 'limit_exceeded', details: { limit: 'snapshot_bytes', max: 2 * 1024 * MiB } });
+    expect((err as CagedError).message).toContain('zeros.bin');
+    expect((err as CagedError).message).toContain('expand to more than');
+    // The refusal came at the first header: a sliver of the compressed stream was read.
+    expect(source.pulled()).toBeLessThan(64 * 1024);
+    expect(source.destroyed).toBe(true);
+  });
+
+  it('counts the files of the tree (not headers, padding or directories) in treeBytes, and refuses the file that crosses maxTreeBytes', async () => {
+    const entries = [{ name: 'd', type: '5' }, { name: 'd/a', data: Buffer.alloc(1000, 1) }, { name: 'l', type: '2', linkname: 'd/a' }, { name: 'b', data: Buffer.alloc(3000, 2) }];
+    const summary = await validateTarGz(chunked(gz(rawTar(entries))), { ...LIMITS, maxTreeBytes: 4000 });
+    expect(summary).toMatchObject({ files: 2, treeBytes: 4000 });
+    const err = await refusal(gz(rawTar(entries)), { ...LIMITS, maxTreeBytes: 3999 });
+    expect(err).toMatchObject({ code: 'limit_exceeded', details: { limit: 'snapshot_bytes', max: 3999 } });
+    expect(err.message).toContain('"b"');
+  });
+
+  it('stops at gigabytes of zeros after the end-of-archive marker instead of inflating them to the bound', async () => {
+    const archive = await gzipWithZeros(rawTar([{ name: 'small', data: Buffer.from('ok') }]), 64 * MiB);
+    const source = chunked(archive, 4096);
+    const err = await validateTarGz(source, { ...LIMITS, maxUncompressedBytes: 1024 * MiB }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'limit_exceeded', message: expect.stringContaining('zeros follow the end-of-archive marker') });
+    expect((err as CagedError).message).toContain('archive expands beyond');
+    expect(source.pulled()).toBeLessThan(archive.length / 2);
+    // A writer's ordinary record padding is still fine.
+    const padded = Buffer.concat([rawTar([{ name: 'f', data: Buffer.from('x') }]), Buffer.alloc(1024 * 1024)]);
+    await expect(validateTarGz(chunked(gz(padded)), LIMITS)).resolves.toMatchObject({ files: 1 });
   });
 
   it('refuses more than maxEntries entries', async () => {

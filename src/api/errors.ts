@@ -1,9 +1,15 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
 import { CagedError, ERROR_STATUS, isErrorCode } from '../shared/errors.js';
+import { scrubSignedUrls } from './input-guards.js';
 
 export function sendError(reply: FastifyReply, code: keyof typeof ERROR_STATUS, message: string, details?: Record<string, unknown>) {
   return reply.status(ERROR_STATUS[code]).send({ error: { code, message, ...(details ? { details } : {}) } });
+}
+
+/** The server's own file paths (and signed URLs' credentials) stay in its log, not in answers to clients. */
+function withoutServerPaths(message: string): string {
+  return scrubSignedUrls(message).replace(/(^|[\s'"(=,])\/[^\s'"),]+/g, '$1<path>');
 }
 
 /** Every failure leaves as {"error":{"code","message"}}; a bare 500 never does. */
@@ -24,5 +30,5 @@ export function errorHandler(err: FastifyError | Error, req: FastifyRequest, rep
   const code = (err as { code?: unknown }).code;
   if (isErrorCode(code)) return sendError(reply, code, err.message);
   req.log.error({ err }, 'request failed');
-  return sendError(reply, 'internal', `internal error: ${err.message}`);
+  return sendError(reply, 'internal', `internal error: ${withoutServerPaths(err.message)} (request ${req.id})`);
 }

@@ -20,9 +20,14 @@ export function idempotent(ctx: AppContext, handler: (req: FastifyRequest, reply
       throw new CagedError('invalid_input', 'Idempotency-Key must be 1-255 printable ASCII characters');
     }
     const account = accountOf(req);
-    const requestHash = createHash('sha256')
-      .update(`${req.method} ${req.routeOptions.url ?? req.url} ${JSON.stringify(req.params)} ${JSON.stringify(req.query)} ${JSON.stringify(req.body ?? null)}`)
-      .digest('hex');
+    let requestText: string;
+    try {
+      requestText = `${req.method} ${req.routeOptions.url ?? req.url} ${JSON.stringify(req.params)} ${JSON.stringify(req.query)} ${JSON.stringify(req.body ?? null)}`;
+    } catch {
+      // The JSON parser bounds the depth; anything that still cannot be stringified is bad input, not a 500.
+      throw new CagedError('invalid_input', 'the request body cannot be used with an Idempotency-Key');
+    }
+    const requestHash = createHash('sha256').update(requestText).digest('hex');
     const claim = await claimIdempotencyKey(ctx.db, account.id, key, requestHash);
     if (claim.kind === 'replay') {
       return reply.status(claim.statusCode).header('idempotent-replayed', 'true').send(claim.response);

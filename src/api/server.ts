@@ -10,12 +10,33 @@ import { operationHistoryRoutes } from './routes/operation-history.js';
 import { adminRoutes } from './routes/admin.js';
 import { importRoutes, snapshotTransferRoutes } from './routes/snapshot-transfers.js';
 import { idleRoutes } from './routes/idle.js';
+import { apiLogSerializers, clientErrorHandler, frameworkErrors, installJsonParser, refuseNulInUrl } from './input-guards.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every route as registered (HEAD twins of GET routes included), for tests that must cover them all. */
+    routeList: ReadonlyArray<{ method: string; url: string }>;
+  }
+}
 
 /** Routes that authenticate some other way: the operator token, or no credential at all. */
 const OWN_AUTH = new Set(['/healthz', '/v1/admin/accounts', '/v1/admin/verify', '/v1/downloads/*', '/v1/sandboxes/:id/idle-timeout']);
 
 export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: ctx.log.child({ component: 'api' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024, disableRequestLogging: false });
+  const app = Fastify({
+    // The serializers keep signed download URLs (their signatures) out of the request log.
+    loggerInstance: ctx.log.child({ component: 'api' }, { serializers: apiLogSerializers }) as FastifyBaseLogger,
+    bodyLimit: 1024 * 1024,
+    disableRequestLogging: false,
+    frameworkErrors,
+    clientErrorHandler,
+  });
+  const routeList: { method: string; url: string }[] = [];
+  app.decorate('routeList', routeList);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routeList.push({ method, url: route.url });
+  });
+  installJsonParser(app);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendError(reply, 'not_found', `no route for ${req.method} ${req.url.split('?')[0]}`));
   app.addHook('onRequest', async (req) => {
@@ -24,6 +45,7 @@ export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
     if (route === undefined || OWN_AUTH.has(route)) return;
     await requireAccount(ctx, req);
   });
+  app.addHook('preValidation', refuseNulInUrl);
 
   app.get('/healthz', async () => ({ ok: true }));
   sandboxRoutes(app, ctx);

@@ -10,6 +10,11 @@ export interface ImportLimits {
   maxPathLength: number;
   maxUncompressedBytes: number;
   maxCompressedBytes: number;
+  /**
+   * Most bytes the archive's files may add up to once extracted (the snapshot's logical size).
+   * Checked against each header's declared size, so a refusal comes before the body is inflated.
+   */
+  maxTreeBytes?: number;
 }
 
 /**
@@ -25,6 +30,8 @@ export interface ImportSummary {
   symlinks: number;
   uncompressedBytes: number;
   compressedBytes: number;
+  /** Sum of the sizes of the archive's regular files: what the tree expands to. */
+  treeBytes: number;
 }
 
 type Kind = 'file' | 'dir' | 'symlink';
@@ -42,6 +49,8 @@ const BLOCK = 512;
 const MAX_SYMLINK_HOPS = 40;
 // Messages are logged and returned to the uploader; a hostile name must not flood either.
 const MAX_NAME_IN_MESSAGE = 200;
+// Tar writers pad to their record size: 10 KiB for GNU tar's default, 1 MiB at its largest blocking factor.
+const MAX_TRAILING_PADDING = 8 * 1024 * 1024;
 
 /** Streams a .tar.gz and refuses anything hostile; resolves with a summary or rejects with CagedError('invalid_archive', msg) or CagedError('limit_exceeded', msg) (from src/shared/errors.ts). Never buffers the whole archive. */
 export async function validateTarGz(source: Readable, limits: ImportLimits, signal?: AbortSignal): Promise<ImportSummary> {
@@ -115,6 +124,7 @@ export async function validateTarGz(source: Readable, limits: ImportLimits, sign
 
 function assertLimits(limits: ImportLimits): void {
   for (const [key, value] of Object.entries(limits)) {
+    if (value === undefined && key === 'maxTreeBytes') continue;
     if (!Number.isSafeInteger(value) || value <= 0) throw new RangeError(`ImportLimits.${key} must be a positive integer`);
   }
 }
@@ -161,11 +171,13 @@ class TarValidator {
   private dirs = 0;
   private symlinks = 0;
   private declaredBytes = 0;
+  private treeBytes = 0;
   private uncompressedBytes = 0;
   private parserPos = 0;
   private lead = Buffer.alloc(0);
   private current?: ReadEntry;
   private sawEof = false;
+  private paddingBytes = 0;
   private pendingNullBlock = false;
   private inPush = false;
   private readonly root: TreeNode = { kind: 'dir', children: new Map() };
@@ -190,7 +202,7 @@ class TarValidator {
   }
 
   counts(): Omit<ImportSummary, 'compressedBytes'> {
-    return { entries: this.entries, files: this.files, dirs: this.dirs, symlinks: this.symlinks, uncompressedBytes: this.uncompressedBytes };
+    return { entries: this.entries, files: this.files, dirs: this.dirs, symlinks: this.symlinks, uncompressedBytes: this.uncompressedBytes, treeBytes: this.treeBytes };
   }
 
   push(chunk: Buffer): void {
@@ -213,6 +225,17 @@ class TarValidator {
         if (this.sawEof) {
           // Readers that skip zero blocks (tar -i) would find entries here that we never checked.
           if (!isAllZero(chunk, off)) throw invalid('unexpected data after the end-of-archive marker');
+          // Record padding is a few KiB (GNU tar: 10 KiB records); gigabytes of zeros after the
+          // marker would only cost inflating them, up to the decompression bound. Past the
+          // padding allowance the archive counts as expanding beyond its limit.
+          this.paddingBytes += chunk.length - off;
+          if (this.paddingBytes > MAX_TRAILING_PADDING) {
+            const bound = this.uncompressedBytes - this.paddingBytes + MAX_TRAILING_PADDING;
+            throw new CagedError(
+              'limit_exceeded',
+              `archive expands beyond ${bound} bytes: more than ${MAX_TRAILING_PADDING} bytes of zeros follow the end-of-archive marker`,
+            );
+          }
           return;
         }
         // Headers go in one block at a time so end-of-archive is seen at its exact offset and
@@ -317,6 +340,18 @@ class TarValidator {
         'limit_exceeded',
         `declared sizes exceed ${this.limits.maxUncompressedBytes} bytes at ${q(name)} (${entry.size} bytes)`,
       );
+    }
+
+    if (kind === 'file') {
+      this.treeBytes += entry.size;
+      const max = this.limits.maxTreeBytes;
+      if (max !== undefined && this.treeBytes > max) {
+        throw new CagedError(
+          'limit_exceeded',
+          `limit snapshot_bytes exceeded: the archive's files expand to more than ${max} bytes (at ${q(name)}, ${entry.size} bytes)`,
+          { limit: 'snapshot_bytes', max },
+        );
+      }
     }
 
     let target: string | undefined;

@@ -15,7 +15,35 @@ export interface NewSandbox {
   sourceSnapshotId?: string | null;
 }
 
-export async function insertSandbox(db: CatalogDb, s: NewSandbox): Promise<SandboxRow> {
+/**
+ * Inserts a sandbox row (idempotent by id). With maxPerAccount, the account's live sandboxes are
+ * counted under a lock on the account's row, so concurrent creates and forks cannot pass the cap
+ * together; at the cap the answer is 422 limit_exceeded (sandboxes_per_account).
+ */
+export async function insertSandbox(db: CatalogDb, s: NewSandbox, maxPerAccount?: number): Promise<SandboxRow> {
+  if (maxPerAccount === undefined) return insertSandboxRow(db, s);
+  return db.transaction().execute(async (tx) => {
+    await tx.selectFrom('accounts').select('id').where('id', '=', s.accountId).forUpdate().executeTakeFirst();
+    const existing = await tx.selectFrom('sandboxes').selectAll().where('id', '=', s.id).executeTakeFirst();
+    if (existing) return existing;
+    const { live } = await tx
+      .selectFrom('sandboxes')
+      .select((eb) => eb.fn.countAll<string>().as('live'))
+      .where('account_id', '=', s.accountId)
+      .where('state', '!=', 'deleted')
+      .executeTakeFirstOrThrow();
+    if (Number(live) >= maxPerAccount) {
+      throw new CagedError(
+        'limit_exceeded',
+        `limit sandboxes_per_account exceeded: the account has ${Number(live)} of ${maxPerAccount} sandboxes; delete one first`,
+        { limit: 'sandboxes_per_account', max: maxPerAccount },
+      );
+    }
+    return insertSandboxRow(tx as unknown as CatalogDb, s);
+  });
+}
+
+async function insertSandboxRow(db: CatalogDb, s: NewSandbox): Promise<SandboxRow> {
   return db
     .insertInto('sandboxes')
     .values({

@@ -44,6 +44,8 @@ export interface SnapshotsTable {
   state: SnapshotState;
   object_key: string;
   size_bytes: BigIntCol | null;
+  /** Bytes of the files the snapshot's tree expands to (what a restore writes); null where unknown. */
+  tree_bytes: BigIntCol | null;
   sha256: string | null;
   error_code: string | null;
   error_message: string | null;

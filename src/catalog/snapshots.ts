@@ -176,6 +176,11 @@ export async function setSnapshotProgress(db: CatalogDb, id: string, bytes: numb
   await db.updateTable('snapshots').set({ size_bytes: bytes, updated_at: sql`now()` }).where('id', '=', id).where('state', '=', 'pending').execute();
 }
 
+/** Records the logical size (bytes of the files the tree expands to) of a snapshot still pending. */
+export async function setSnapshotTreeBytes(db: CatalogDb, id: string, treeBytes: number): Promise<void> {
+  await db.updateTable('snapshots').set({ tree_bytes: treeBytes }).where('id', '=', id).where('state', '=', 'pending').execute();
+}
+
 /**
  * pending → ready: the commit point of a snapshot. Under the account's row lock the bytes of the
  * account's other ready snapshots plus this one must fit the account limit, so concurrent

@@ -31,12 +31,16 @@ for (const sig of ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGTERM', 'SIGPIPE', 'SIGUSR2
   process.on(sig, () => {});
 }
 
+// Built from nothing, never from process.env: the service's secrets (operator token, URL secret,
+// AWS keys, DATABASE_URL) must not reach sandbox processes. CAGED_SANDBOX_ID is the sandbox's own
+// marker, which the runtime reads back from /proc to recognise the group's processes.
 const childEnv = {
   PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
   HOME: root,
   PWD: root,
   SHELL: '/bin/sh',
   LANG: 'C.UTF-8',
+  TERM: 'dumb',
   CAGED_SANDBOX_ID: id,
 };
 

@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { randomSuffix } from '../shared/ids.js';
 import { CagedError } from '../shared/errors.js';
-import { assertFdInside, makeParents, pathSegments, resolveInRoot } from './sandbox-paths.js';
+import { assertFdInside, makeParents, pathSegments, removeCreated, resolveInRoot } from './sandbox-paths.js';
 
 /**
  * Opens a regular file for reading. O_NONBLOCK keeps a FIFO planted in the sandbox from hanging the
@@ -42,10 +42,23 @@ export async function readSandboxFile(root: string, relPath: string): Promise<Re
 export async function writeSandboxFile(root: string, relPath: string, body: Readable): Promise<void> {
   const { stat } = await resolveInRoot(root, relPath);
   if (stat?.isDirectory()) throw new CagedError('invalid_input', `is a directory: ${relPath}`);
-  const parent = await makeParents(root, relPath);
-  const target = path.join(parent, pathSegments(relPath).at(-1) as string);
-  const tmp = path.join(parent, `.${path.basename(target)}.caged-${randomSuffix(8)}.tmp`);
-  const handle = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, stat?.mode ?? 0o644);
+  // A refused or failed upload leaves nothing behind: neither its temporary file nor the directories made for it.
+  const created: string[] = [];
+  let handle;
+  let parent: string;
+  let target: string;
+  let tmp: string;
+  try {
+    parent = await makeParents(root, relPath, created);
+    target = path.join(parent, pathSegments(relPath).at(-1) as string);
+    // The temporary name must fit NAME_MAX too when the target's name is already near it.
+    const base = path.basename(target);
+    tmp = path.join(parent, `.${Buffer.byteLength(base) > 200 ? 'long-name' : base}.caged-${randomSuffix(8)}.tmp`);
+    handle = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, stat?.mode ?? 0o644);
+  } catch (err) {
+    await removeCreated(created);
+    throw err;
+  }
   try {
     await assertFdInside(handle.fd, await fs.realpath(root));
     // An existing file keeps its permissions (an executable script stays executable); umask must not narrow them.
@@ -56,6 +69,7 @@ export async function writeSandboxFile(root: string, relPath: string, body: Read
   } catch (err) {
     await handle.close().catch(() => {});
     await fs.rm(tmp, { force: true });
+    await removeCreated(created);
     throw err;
   }
 }

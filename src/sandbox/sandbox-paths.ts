@@ -4,6 +4,9 @@ import { CagedError } from '../shared/errors.js';
 import { SANDBOX_ID_RE } from '../shared/ids.js';
 
 export const TEMPLATE_NAME_RE = /^[a-z0-9-]{1,40}$/;
+/** NAME_MAX and a PATH_MAX that leaves room for the sandbox's own location. */
+export const MAX_NAME_BYTES = 255;
+export const MAX_PATH_BYTES = 3072;
 
 export function assertSandboxId(id: string): void {
   if (!SANDBOX_ID_RE.test(id)) throw new CagedError('invalid_input', `invalid sandbox id: ${JSON.stringify(id)}`);
@@ -19,6 +22,11 @@ export function pathSegments(relPath: string): string[] {
   const segments = relPath.split('/').filter((s) => s !== '' && s !== '.');
   if (segments.includes('..')) throw new CagedError('invalid_input', `path must not contain '..': ${relPath}`);
   if (segments.length === 0) throw new CagedError('invalid_input', 'path is empty');
+  // Checked here so the file system never answers ENAMETOOLONG with the server's own path in it.
+  if (segments.some((s) => Buffer.byteLength(s) > MAX_NAME_BYTES)) {
+    throw new CagedError('invalid_input', `a path component is longer than ${MAX_NAME_BYTES} bytes`);
+  }
+  if (Buffer.byteLength(relPath) > MAX_PATH_BYTES) throw new CagedError('invalid_input', `path is longer than ${MAX_PATH_BYTES} bytes`);
   return segments;
 }
 
@@ -56,13 +64,14 @@ export async function resolveInRoot(root: string, relPath: string): Promise<{ ab
  * Creates the missing parent directories one at a time, refusing any existing component that is a
  * symlink or a file, so mkdir never follows a link out of the root.
  */
-export async function makeParents(root: string, relPath: string): Promise<string> {
+export async function makeParents(root: string, relPath: string, created: string[] = []): Promise<string> {
   const segments = pathSegments(relPath);
   let current = root;
   for (const segment of segments.slice(0, -1)) {
     current = path.join(current, segment);
     try {
       await fs.mkdir(current);
+      created.push(current);
       continue;
     } catch (err) {
       if (errno(err) !== 'EEXIST') throw err;
@@ -72,6 +81,17 @@ export async function makeParents(root: string, relPath: string): Promise<string
     if (!stat.isDirectory()) throw new CagedError('invalid_input', `not a directory: ${path.relative(root, current)}`);
   }
   return current;
+}
+
+/** Undoes makeParents: removes the directories it created, deepest first, while they are still empty. */
+export async function removeCreated(created: string[]): Promise<void> {
+  for (const dir of [...created].reverse()) {
+    try {
+      await fs.rmdir(dir);
+    } catch {
+      return; // not empty any more (someone else wrote there): leave it and its parents
+    }
+  }
 }
 
 /**

@@ -22,7 +22,7 @@ export async function forkSandbox(ctx: AppContext, accountId: string, snapshotId
     hostId: ctx.config.hostId,
     idleTimeoutSeconds: idleTimeoutSeconds ?? source.idle_timeout_s,
     sourceSnapshotId: snapshotId,
-  });
+  }, ctx.config.limits.maxSandboxesPerAccount);
   let operation;
   try {
     operation = await submitOperation(ctx, sandbox, 'fork', { snapshotId, sourceSandboxId: source.id, newSandboxId: sandbox.id }, { snapshotId });

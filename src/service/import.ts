@@ -1,7 +1,7 @@
 import { PassThrough, type Readable } from 'node:stream';
 import type { AppContext } from './context.js';
 import type { SandboxRow } from '../catalog/schema.js';
-import { discardReservation, reserveSnapshot } from '../catalog/snapshots.js';
+import { discardReservation, reserveSnapshot, setSnapshotTreeBytes } from '../catalog/snapshots.js';
 import { submitOperation } from './operations.js';
 import { snapshotObjectKey } from '../workflows/snapshot-steps.js';
 import { validateTarGz } from '../archive/validate-import.js';
@@ -43,7 +43,15 @@ export async function importSnapshot(ctx: AppContext, sandbox: SandboxRow, name:
   const abort = new AbortController();
   const validated = validateTarGz(
     toValidator,
-    { maxEntries: limits.importMaxEntries, maxPathLength: limits.importMaxPathLength, maxUncompressedBytes: limits.importMaxUncompressedBytes, maxCompressedBytes: limits.maxSnapshotBytes },
+    {
+      maxEntries: limits.importMaxEntries,
+      maxPathLength: limits.importMaxPathLength,
+      maxUncompressedBytes: limits.importMaxUncompressedBytes,
+      maxCompressedBytes: limits.maxSnapshotBytes,
+      // The per-snapshot limit bounds what the snapshot expands to, not only what it stores:
+      // a small archive of a huge file of zeros is refused at that file's header.
+      maxTreeBytes: limits.maxSnapshotBytes,
+    },
     abort.signal,
   ).catch((err) => {
     // Refused: stop the upload while it still reads. Once it has read every byte it is left to
@@ -69,6 +77,8 @@ export async function importSnapshot(ctx: AppContext, sandbox: SandboxRow, name:
     const err = v.status === 'rejected' && v.reason instanceof CagedError ? v.reason : p.status === 'rejected' ? p.reason : (v as PromiseRejectedResult).reason;
     throw err instanceof CagedError ? err : new CagedError('invalid_archive', `upload failed: ${(err as Error).message}`);
   }
+  // Informational (the limit was enforced above): failing to record it does not fail the import.
+  await setSnapshotTreeBytes(ctx.db, snapshotId, v.value.treeBytes).catch((err) => ctx.log.warn({ err, snapshotId }, 'could not record the import tree size'));
   const op = await submitOperation(ctx, sandbox, 'import', { sandboxId: id, snapshotId, name, stagingKey }, { snapshotId });
   return { snapshot, op };
 }

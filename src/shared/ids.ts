@@ -21,6 +21,8 @@ export const newApiKey = () => `caged_sk_${randomBytes(24).toString('base64url')
 
 export const SANDBOX_ID_RE = /^cage-[a-z0-9]{8}$/;
 export const SNAPSHOT_ID_RE = /^snap-[a-z0-9]{8}$/;
+/** op-<type>-<12 of a-z0-9> (newOperationId), op-pause-idle-<12 hex> (the idle timer's pauses). */
+export const OPERATION_ID_RE = /^op-[a-z][a-z-]{0,40}-[a-z0-9]{12}$/;
 
 export function hashSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');

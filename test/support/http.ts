@@ -1,3 +1,5 @@
+import http from 'node:http';
+
 export interface HttpResult<T = any> {
   status: number;
   body: T;
@@ -58,4 +60,56 @@ export function apiClient(baseUrl: string, key?: string) {
   }
 
   return { call, waitOp, createSandbox, exec, snapshot };
+}
+
+/**
+ * Sends exactly this request line and these headers (fetch would normalise `%2e%2e` segments, or
+ * refuse some headers). body may be a list of pieces, written one by one (chunked unless a length
+ * is given). The server may answer and close before the whole body is sent: a write error then is
+ * expected; a connection that closes with no answer is not.
+ */
+export function rawRequest(
+  baseUrl: string,
+  method: string,
+  rawPath: string,
+  opts: { key?: string; headers?: Record<string, string | number>; body?: Buffer | Buffer[] } = {},
+): Promise<{ status: number; body: any; headers: http.IncomingHttpHeaders }> {
+  const u = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: u.hostname, port: u.port, method, path: rawPath, headers: { ...(opts.key ? { authorization: `Bearer ${opts.key}` } : {}), ...opts.headers } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown = text;
+          try {
+            parsed = text ? JSON.parse(text) : undefined;
+          } catch {
+            /* raw body */
+          }
+          resolve({ status: res.statusCode!, body: parsed, headers: res.headers });
+        });
+      },
+    );
+    let answered = false;
+    req.on('response', () => (answered = true));
+    req.on('error', (err) => {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EPIPE' && code !== 'ECONNRESET') reject(err);
+    });
+    req.on('close', () => {
+      if (!answered) reject(new Error(`${method} ${rawPath.slice(0, 80)}: the connection closed without a response`));
+    });
+    if (Array.isArray(opts.body)) {
+      (async () => {
+        for (const piece of opts.body as Buffer[]) {
+          if (req.destroyed) return;
+          if (!req.write(piece)) await new Promise((r) => req.once('drain', r));
+        }
+        req.end();
+      })().catch(() => {});
+    } else req.end(opts.body);
+  });
 }

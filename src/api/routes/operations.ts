@@ -9,16 +9,17 @@ import { retryOperation } from '../../service/retry.js';
 import { idempotent } from '../idempotency.js';
 import { OPERATION_TYPES } from '../../workflows/registry.js';
 import { CagedError } from '../../shared/errors.js';
+import { OPERATION_ID_RE, SANDBOX_ID_RE } from '../../shared/ids.js';
 
 const listQuery = z
   .object({
-    sandbox_id: z.string().optional(),
+    sandbox_id: z.string().regex(SANDBOX_ID_RE, 'sandbox_id must be a sandbox id').optional(),
     status: z.enum(['running', 'succeeded', 'failed', 'cancelled']).optional(),
     type: z.enum(OPERATION_TYPES).optional(),
     limit: z.coerce.number().int().min(1).max(500).optional(),
   })
   .strict();
-const idParam = z.object({ id: z.string().min(1).max(200) });
+const idParam = z.object({ id: z.string().regex(OPERATION_ID_RE, 'not an operation id') });
 
 export function operationRoutes(app: FastifyInstance, ctx: AppContext) {
   app.get('/v1/operations', async (req) => {

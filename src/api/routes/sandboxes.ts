@@ -54,7 +54,7 @@ export function sandboxRoutes(app: FastifyInstance, ctx: AppContext) {
         memoryMb: body.resources?.memory_mb ?? 1024,
         hostId: ctx.config.hostId,
         idleTimeoutSeconds: body.idle_timeout_s ?? ctx.config.defaultIdleTimeoutSeconds,
-      });
+      }, ctx.config.limits.maxSandboxesPerAccount);
       try {
         await ctx.runtime.create({ id: sandbox.id, template: sandbox.template });
         await setSandboxState(ctx.db, sandbox.id, 'running');
