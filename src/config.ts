@@ -19,6 +19,7 @@ const envSchema = z.object({
   CAGED_EXEC_ENABLED: bool.optional(),
   CAGED_TEMPORAL_PORT: int.default(7233),
   CAGED_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  CAGED_LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
   CAGED_MAX_SNAPSHOTS_PER_SANDBOX: int.default(20),
   CAGED_MAX_ACCOUNT_BYTES: int.default(10 * 1024 ** 3),
   CAGED_MAX_SNAPSHOT_BYTES: int.default(2 * 1024 ** 3),
@@ -87,6 +88,8 @@ export interface Config {
   limits: Limits;
   defaultIdleTimeoutSeconds: number;
   logLevel: string;
+  /** auto: pretty in a terminal, JSON otherwise. */
+  logFormat: 'auto' | 'json' | 'pretty';
   /** An operation's deadline: base seconds plus seconds per GiB it may move. */
   deadline: { baseSeconds: number; secondsPerGiB: number };
 }
@@ -145,6 +148,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
     },
     defaultIdleTimeoutSeconds: e.CAGED_IDLE_TIMEOUT_S,
     logLevel: e.CAGED_LOG_LEVEL,
+    logFormat: e.CAGED_LOG_FORMAT,
     deadline: { baseSeconds: e.CAGED_OPERATION_DEADLINE_S, secondsPerGiB: e.CAGED_OPERATION_DEADLINE_S_PER_GIB },
   };
 }

@@ -434,7 +434,7 @@ describe('signed URLs stay out of the logs', () => {
         cb();
       },
     });
-    const server = await buildServer({ ...stack.ctx, log: pino({ level: 'info' }, sink) });
+    const server = await buildServer({ ...stack.ctx, log: pino({ level: 'debug' }, sink) });
     const base = await server.listen({ host: '127.0.0.1', port: 0 });
     try {
       const key = `exports/${sbA}/logged.tar.gz`;

@@ -127,6 +127,8 @@ async function startDev(): Promise<DevRun> {
   expect(run.adminToken, output()).not.toBe('');
   expect(run.uiUrl, output()).toBe(`http://127.0.0.1:${temporalPort + 1000}`);
   expect(stdout).toContain(`export CAGED_API_URL=${run.apiUrl} CAGED_API_KEY=${run.apiKey}`);
+  // A normal start is quiet: no warnings from the SDK, Node or fastify, and (not a terminal) JSON lines.
+  expect(output(), output()).not.toMatch(/\bWARN\b|"level":40|Warning|Deprecation/);
 
   const temporal = childrenOf(child.pid!).filter((c) => c.cmdline.includes('server start-dev') && c.cmdline.includes(`--port ${temporalPort}`));
   expect(temporal, JSON.stringify(childrenOf(child.pid!))).toHaveLength(1);

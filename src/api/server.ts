@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AppContext } from '../service/context.js';
 import { errorHandler, sendError } from './errors.js';
 import { requireAccount } from './auth.js';
@@ -19,6 +19,18 @@ declare module 'fastify' {
   }
 }
 
+/** Every request is logged, at debug: at info a normal day's log is about the operations, not each poll. */
+class DebugRequestLog extends LogController {
+  override incomingRequest(request: FastifyRequest): void {
+    request.log.debug({ req: request }, 'incoming request');
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (error) reply.log.error({ res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored');
+    else reply.log.debug({ res: reply, responseTime: reply.elapsedTime }, 'request completed');
+  }
+}
+
 /** Routes that authenticate some other way: the operator token, or no credential at all. */
 const OWN_AUTH = new Set(['/healthz', '/v1/admin/accounts', '/v1/admin/verify', '/v1/downloads/*', '/v1/sandboxes/:id/idle-timeout']);
 
@@ -27,7 +39,7 @@ export async function buildServer(ctx: AppContext): Promise<FastifyInstance> {
     // The serializers keep signed download URLs (their signatures) out of the request log.
     loggerInstance: ctx.log.child({ component: 'api' }, { serializers: apiLogSerializers }) as FastifyBaseLogger,
     bodyLimit: 1024 * 1024,
-    disableRequestLogging: false,
+    logController: new DebugRequestLog(),
     frameworkErrors,
     clientErrorHandler,
   });

@@ -1,12 +1,12 @@
 import { loadConfig } from '../config.js';
-import { createLogger } from './logger.js';
+import { createLogger, resolveLogFormat } from './logger.js';
 import { createAppContext } from './context.js';
 import { buildServer } from '../api/server.js';
 
 /** `caged api`: the HTTP API alone, configured by the environment. */
 export async function runApi(): Promise<void> {
   const config = loadConfig(process.env, 'prod');
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, resolveLogFormat(config.logFormat));
   const ctx = await createAppContext(config, log, config.temporal.address ?? '127.0.0.1:7233');
   const api = await buildServer(ctx);
   await api.listen({ host: config.httpHost, port: config.httpPort });

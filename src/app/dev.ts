@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config.js';
-import { createLogger } from './logger.js';
+import { createLogger, installTemporalLogging, resolveLogFormat } from './logger.js';
 import { activityDeps, createAppContext } from './context.js';
 import { createWorkers, runWorkers } from './worker.js';
 import { persistedSecret } from './secrets.js';
@@ -24,7 +24,8 @@ export async function runDev(): Promise<void> {
     urlSecret: base.urlSecret ?? persistedSecret(base.dataDir, 'url-secret'),
   };
   const devKey = base.devApiKey ?? persistedSecret(base.dataDir, 'dev-api-key', newApiKey);
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, resolveLogFormat(config.logFormat));
+  installTemporalLogging(log);
 
   const temporal = config.temporal.address
     ? undefined

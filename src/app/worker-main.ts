@@ -1,13 +1,14 @@
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config.js';
-import { createLogger } from './logger.js';
+import { createLogger, installTemporalLogging, resolveLogFormat } from './logger.js';
 import { activityDeps, createAppContext } from './context.js';
 import { createWorkers, runWorkers } from './worker.js';
 
 /** `caged worker`: the shared queue and this host's queue (CAGED_HOST_ID). */
 export async function runWorker(): Promise<void> {
   const config = loadConfig(process.env, 'prod');
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, resolveLogFormat(config.logFormat));
+  installTemporalLogging(log);
   const address = config.temporal.address ?? '127.0.0.1:7233';
   const ctx = await createAppContext(config, log, address);
   const connection = await NativeConnection.connect({ address });
