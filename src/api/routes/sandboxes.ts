@@ -5,13 +5,14 @@ import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
 import { idempotent } from '../idempotency.js';
 import { sandboxDto } from '../dto.js';
-import { getAccountSandbox, insertSandbox, listSandboxes, setSandboxState } from '../../catalog/sandboxes.js';
+import { getAccountSandbox, listSandboxes } from '../../catalog/sandboxes.js';
 import { listSessions, recordExecEnd, recordExecStart } from '../../catalog/sessions.js';
-import { ensureSandboxWorkflow, recordActivity, submitOperation } from '../../service/operations.js';
+import { recordActivity, submitOperation } from '../../service/operations.js';
+import { createSandbox } from '../../service/sandboxes.js';
 import { forkSandbox } from '../../service/fork.js';
 import { waitForOperation } from '../../service/wait.js';
-import { newSandboxId, SANDBOX_ID_RE } from '../../shared/ids.js';
-import { CagedError } from '../../shared/errors.js';
+import { SANDBOX_ID_RE } from '../../shared/ids.js';
+import { CagedError, isErrorCode } from '../../shared/errors.js';
 
 const createBody = z
   .object({
@@ -46,26 +47,12 @@ export function sandboxRoutes(app: FastifyInstance, ctx: AppContext) {
         const out = await forkSandbox(ctx, account.id, body.from_snapshot, body.idle_timeout_s);
         return { status: 202, body: out };
       }
-      const sandbox = await insertSandbox(ctx.db, {
-        id: newSandboxId(),
-        accountId: account.id,
-        template: body.template ?? 'base',
-        cpu: body.resources?.cpu ?? 1,
-        memoryMb: body.resources?.memory_mb ?? 1024,
-        hostId: ctx.config.hostId,
-        idleTimeoutSeconds: body.idle_timeout_s ?? ctx.config.defaultIdleTimeoutSeconds,
-      }, ctx.config.limits.maxSandboxesPerAccount);
-      try {
-        await ctx.runtime.create({ id: sandbox.id, template: sandbox.template });
-        await setSandboxState(ctx.db, sandbox.id, 'running');
-        sandbox.state = 'running';
-        await ensureSandboxWorkflow(ctx, sandbox);
-      } catch (err) {
-        // A half-made sandbox is removed, never left behind.
-        await ctx.runtime.destroy(sandbox.id).catch(() => {});
-        await setSandboxState(ctx.db, sandbox.id, 'deleted');
-        throw err;
-      }
+      const sandbox = await createSandbox(ctx, account.id, {
+        template: body.template,
+        cpu: body.resources?.cpu,
+        memoryMb: body.resources?.memory_mb,
+        idleTimeoutSeconds: body.idle_timeout_s,
+      });
       return { status: 201, body: sandboxDto(sandbox) };
     }),
   );
@@ -108,7 +95,8 @@ export function sandboxRoutes(app: FastifyInstance, ctx: AppContext) {
     // Resume waits its turn behind running operations; it answers 200 once done.
     const op = await waitForOperation(ctx, operation.id, 60_000);
     if (op.status === 'running') return reply.status(202).send({ operation: operationDto(op) });
-    if (op.status !== 'succeeded') throw new CagedError('internal', `resume failed: ${op.error_message ?? op.status}`);
+    // The operation's own code (invalid_state, unavailable, …), not a blanket internal error.
+    if (op.status !== 'succeeded') throw new CagedError(isErrorCode(op.error_code) ? op.error_code : 'internal', `resume failed: ${op.error_message ?? op.status}`);
     return reply.status(200).send(sandboxDto(await getAccountSandbox(ctx.db, sandbox.account_id, id)));
   });
 
