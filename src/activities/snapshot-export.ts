@@ -36,14 +36,14 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
   const read = createMeter({ progress, hook: hook && ((bytes) => hook('export:progress', { snapshotId: input.snapshotId, bytes })) });
   const written = createMeter();
   const gz = transcodeToGzip(signal);
-  const source = await store.get(input.objectKey, { signal });
+  const source = await store.get(input.objectKey, { signal, ...progress.storeHooks });
   gz.output.on('error', (e) => written.stream.destroy(e));
   gz.output.pipe(written.stream);
   try {
     await progress.during(() =>
       Promise.all([
         pipeline(source, read.stream, gz.input, { signal }),
-        store.put(key, written.stream, { signal, contentType: 'application/gzip' }),
+        store.put(key, written.stream, { signal, contentType: 'application/gzip', ...progress.storeHooks }),
         gz.done,
       ]),
     );

@@ -26,8 +26,10 @@ export async function convertImport(deps: ActivityDeps, input: ConvertImportInpu
   tx.output.on('error', (e) => meter.stream.destroy(e));
   tx.output.pipe(meter.stream);
   try {
-    const source = await store.get(input.stagingKey, { signal });
-    await progress.during(() => Promise.all([pipeline(source, tx.input, { signal }), store.put(input.objectKey, meter.stream, { signal }), tx.done]));
+    const source = await store.get(input.stagingKey, { signal, ...progress.storeHooks });
+    await progress.during(() =>
+      Promise.all([pipeline(source, tx.input, { signal }), store.put(input.objectKey, meter.stream, { signal, ...progress.storeHooks }), tx.done]),
+    );
   } catch (err) {
     tx.kill();
     await store.delete(input.objectKey).catch(() => {});

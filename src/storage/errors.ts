@@ -96,10 +96,12 @@ export function classifyStorageError(err: unknown): StorageErrorKind {
 
 /** What the user is told: the store's own code, its HTTP status and message. */
 export function describeStorageError(err: unknown): string {
-  const code = storageErrorCode(err) ?? 'error';
+  const code = storageErrorCode(err);
   const status = httpStatus(err);
   const msg = (err as SdkLike | undefined)?.message;
-  return `${code}${status ? ` (HTTP ${status})` : ''}${msg && msg !== code ? `: ${msg}` : ''}`;
+  // A HEAD's error has no body, so no code: the status is all there is.
+  const head = code ? `${code}${status ? ` (HTTP ${status})` : ''}` : status ? `HTTP ${status}` : 'error';
+  return `${head}${msg && msg !== code && msg !== 'UnknownError' ? `: ${msg}` : ''}`;
 }
 
 function details(err: unknown, what: string): Record<string, unknown> {
