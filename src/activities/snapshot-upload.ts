@@ -94,6 +94,8 @@ async function packViaSpool(
   const { store } = deps;
   const key = input.objectKey;
   const spoolDir = path.join(deps.runtime.sandboxDir(input.sandboxId), SPOOL_DIR);
+  // Operations on a sandbox never overlap, so whatever is here is what a crashed attempt left.
+  await fs.rm(spoolDir, { recursive: true, force: true });
   await fs.mkdir(spoolDir, { recursive: true });
   const spool = path.join(spoolDir, `${input.snapshotId}.tar.zst`);
   const handle = await fs.open(spool, 'w');
@@ -141,7 +143,7 @@ async function packViaSpool(
     throw meter.error ?? err;
   } finally {
     await handle.close().catch(() => {});
-    await fs.rm(spool, { force: true });
+    await fs.rm(spoolDir, { recursive: true, force: true });
   }
 }
 
