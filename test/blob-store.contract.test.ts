@@ -258,10 +258,13 @@ function contract(name: string, makeStore: () => Promise<Harness>): void {
   });
 }
 
-contract('fs', async () => {
+/** What the app uses: any store behind RetryingBlobStore keeps the contract. */
+const retrying = (store: BlobStore) => new RetryingBlobStore(store, { totalMs: 5000, baseMs: 50, maxDelayMs: 500 });
+
+for (const wrapped of [false, true]) contract(wrapped ? 'fs behind RetryingBlobStore' : 'fs', async () => {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'caged-blobs-'));
   return {
-    store: new FsBlobStore(root),
+    store: wrapped ? retrying(new FsBlobStore(root)) : new FsBlobStore(root),
     listsIncomplete: true,
     crashLeftover: async (key) => {
       await fs.mkdir(path.join(root, path.dirname(key)), { recursive: true });
@@ -289,7 +292,7 @@ function s3Setup(endpoint: string) {
     endpoint,
     region: 'us-east-1',
     forcePathStyle: true,
-    prefix: `contract-${Date.now()}-${process.pid}/`,
+    prefix: `contract-${Date.now()}-${process.pid}-${randomBytes(3).toString('hex')}/`,
     partSizeBytes: PART,
     queueSize: 2,
   };
@@ -308,12 +311,13 @@ function s3Setup(endpoint: string) {
   return { cfg, raw, uploadsOf };
 }
 
-for (const server of SERVERS) {
-  contract(`s3 (${server.name})`, async () => {
+for (const server of SERVERS) for (const wrapped of [false, true]) {
+  contract(`s3 (${server.name})${wrapped ? ' behind RetryingBlobStore' : ''}`, async () => {
     // Through the fault proxy with no rule armed: it only watches, so the harness can see a part land on any server.
     const proxy = await startFaultProxy(server.endpoint());
     const { cfg, raw } = s3Setup(proxy.endpoint);
-    const store = new S3BlobStore(cfg, { credentials: CREDENTIALS });
+    const s3 = new S3BlobStore(cfg, { credentials: CREDENTIALS });
+    const store = wrapped ? retrying(s3) : s3;
     return {
       store,
       listsIncomplete: server.listsUploads,

@@ -360,7 +360,3 @@ function isNotFound(err: unknown): boolean {
   const name = errorName(err);
   return name === 'NoSuchKey' || name === 'NotFound';
 }
-
-function isNoSuchUpload(err: unknown): boolean {
-  return errorName(err) === 'NoSuchUpload';
-}
