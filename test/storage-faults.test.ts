@@ -6,7 +6,10 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { openUploads } from './support/s3.js';
 import { startFaultProxy, type FaultProxy } from './support/s3-fault-proxy.js';
+import { CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { getSnapshot } from '../src/catalog/snapshots.js';
+import { uploadSnapshot } from '../src/activities/snapshot-upload.js';
 import type { RetryInfo } from '../src/storage/blob-store.js';
 
 /**
@@ -20,6 +23,7 @@ const BURST_MS = 4_000;
 let proxy: FaultProxy;
 let stack: TestStack;
 let api: ReturnType<typeof apiClient>;
+let accountId: string;
 const quiesces = new Map<string, number>();
 const retries: RetryInfo[] = [];
 
@@ -40,6 +44,7 @@ beforeAll(async () => {
     await quiesce(id);
   };
   const acct = await stack.newAccount();
+  accountId = acct.id;
   api = apiClient(stack.apiUrl!, acct.apiKey);
 });
 afterAll(async () => {
@@ -171,5 +176,41 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
     expect(await stack.store.head(key)).toBeNull();
     expect(await openUploads(stack, key)).toBe(0);
     await expectRunning(id);
+  });
+
+  it('a new attempt aborts, by the id the dead attempt heartbeat, the multipart upload it left, where uploads cannot be listed', async () => {
+    const id = await api.createSandbox();
+    fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(12 * 1024 * 1024));
+    const snapshotId = `snap-heartbeat-${Date.now()}`;
+    const key = `snapshots/${id}/${snapshotId}.tar.zst`;
+    // What a worker killed mid-upload leaves: an open multipart upload, its id in its last heartbeat.
+    const raw = new S3Client({
+      endpoint: inject('s3Endpoint'),
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    });
+    const { UploadId: leftover } = await raw.send(
+      new CreateMultipartUploadCommand({ Bucket: inject('s3Bucket'), Key: `${stack.config.temporal.taskQueue}/${key}` }),
+    );
+    raw.destroy();
+    expect(await openUploads(stack, key)).toBe(1);
+    proxy.add({ fault: 'not-implemented', ops: ['ListMultipartUploads'] });
+
+    const env = new MockActivityEnvironment({ heartbeatDetails: { step: 'uploading', bytes: 6 * 1024 * 1024, uploadIds: [leftover] } });
+    const beats: Array<{ uploadIds?: string[] }> = [];
+    env.on('heartbeat', (d: { uploadIds?: string[] }) => beats.push({ uploadIds: d.uploadIds && [...d.uploadIds] }));
+    const out: { sizeBytes: number } = await env.run(() => uploadSnapshot(stack.deps, { operationId: `op-${snapshotId}`, accountId, sandboxId: id, snapshotId, objectKey: key }));
+
+    expect(out.sizeBytes).toBeGreaterThan(12 * 1024 * 1024);
+    expect(proxy.injected['not-implemented']).toBeGreaterThanOrEqual(1);
+    expect(proxy.seen.filter((r) => r.op === 'AbortMultipartUpload' && r.key.endsWith(key)).map((r) => r.status)).toEqual([204]);
+    expect(await openUploads(stack, key)).toBe(0);
+    // This attempt heartbeat its own upload's id, for the attempt after it.
+    const own = beats.flatMap((b) => b.uploadIds ?? []);
+    expect(own.length).toBeGreaterThan(0);
+    expect(own).not.toContain(leftover);
+    expect((await stack.store.head(key))?.size).toBe(out.sizeBytes);
+    await stack.store.delete(key);
   });
 });

@@ -30,6 +30,7 @@ export function progressReporter(db: CatalogDb, operationId: string, step: strin
       .then(() => extra?.(b))
       .catch(() => {});
   };
+  const details = () => ({ step, bytes, ...notes, ...(retrying && { retrying }) });
   const setRetrying = (r: RetryingJson | null) => {
     if (r === null && retrying === null) return;
     retrying = r;
@@ -44,8 +45,10 @@ export function progressReporter(db: CatalogDb, operationId: string, step: strin
       onRetry: (info: RetryInfo) => setRetrying({ attempt: info.attempt, error: info.error, next_at: info.nextAt.toISOString() }),
       onRecovered: () => setRetrying(null),
     },
-    note(key: string, value: unknown) {
+    /** Adds a fact to every heartbeat from now on; with `now`, heartbeats it at once (the SDK throttles). */
+    note(key: string, value: unknown, now = false) {
       notes[key] = value;
+      if (now) Context.current().heartbeat(details());
     },
     add(n: number) {
       bytes += n;
@@ -56,7 +59,7 @@ export function progressReporter(db: CatalogDb, operationId: string, step: strin
     during<T>(work: () => Promise<T>): Promise<T> {
       return keepHeartbeating(() => {
         report();
-        return { step, bytes, ...notes, ...(retrying && { retrying }) };
+        return details();
       }, work);
     },
     async flush() {

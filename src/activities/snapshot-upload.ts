@@ -12,7 +12,7 @@ import { CagedError } from '../shared/errors.js';
 import { progressReporter } from './progress.js';
 import { createMeter, snapshotSizeCheck } from './stream-meter.js';
 
-/** tar's pipe delivers 64 KiB chunks; the store gets them in 1 MiB pieces (16x fewer writes and wakeups). */
+/** What may wait between the spool's follower and the store's part buffers. */
 const WRITE_CHUNK_BYTES = 1024 * 1024;
 /** Beside the sandbox's root (same filesystem, removed with the sandbox): where remote uploads spool. */
 const SPOOL_DIR = 'upload-spool';
@@ -42,20 +42,17 @@ export async function uploadSnapshot(
   const ctx = Context.current();
   const signal = ctx.cancellationSignal;
   const progress = progressReporter(db, input.operationId, 'uploading', (b) => setSnapshotProgress(db, input.snapshotId, b));
-  // A previous attempt that died mid-upload may have left a multipart upload or temp file; the ids
-  // it heartbeat find its upload even on servers that cannot list them. Until they are gone they
-  // stay in this attempt's heartbeats too.
-  const prior = priorUploadIds(ctx.info.heartbeatDetails);
-  const uploadIds = [...prior];
+  // A previous attempt that died mid-upload may have left a multipart upload or temp file; the
+  // upload ids it heartbeat find it even on servers that cannot list multipart uploads.
+  await store.abortIncomplete(input.objectKey, priorUploadIds(ctx.info.heartbeatDetails));
+  // This attempt's, heartbeat for the next one.
+  const uploadIds: string[] = [];
   progress.note('uploadIds', uploadIds);
-  await store.abortIncomplete(input.objectKey, prior);
-  uploadIds.length = 0;
   const usedByOthers = await accountUsage(db, input.accountId, input.snapshotId);
   const meter = createMeter({
     progress,
     check: snapshotSizeCheck(limits, usedByOthers),
     hook: faultHook && ((bytes) => faultHook('upload:progress', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes })),
-    batchBytes: WRITE_CHUNK_BYTES,
   });
   const root = deps.runtime.rootDir(input.sandboxId);
   await progress.during(() =>
@@ -63,7 +60,14 @@ export async function uploadSnapshot(
       ? packIntoLocalFile(store.local, root, input.objectKey, meter, signal, afterPack)
       : packViaSpool(deps, input, meter, signal, {
           afterPack,
-          putOptions: { ...progress.storeHooks, onUploadStarted: (id) => uploadIds.push(id) },
+          putOptions: {
+            ...progress.storeHooks,
+            // Heartbeat at once: a worker that dies in the next second must not take the id with it.
+            onUploadStarted: (id) => {
+              uploadIds.push(id);
+              progress.note('uploadIds', uploadIds, true);
+            },
+          },
           uploadIds,
         }),
   );
@@ -102,6 +106,8 @@ async function packViaSpool(
   const stop = new AbortController();
   const stopped = AbortSignal.any([signal, stop.signal]);
   const body = new PassThrough({ highWaterMark: WRITE_CHUNK_BYTES });
+  // Its errors reach us through the follower and the put; the stream itself must not throw them again.
+  body.on('error', () => {});
   let pack: Tools | undefined;
   let put: Promise<unknown> | undefined;
   try {
