@@ -206,10 +206,11 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
     expect(proxy.injected['not-implemented']).toBeGreaterThanOrEqual(1);
     expect(proxy.seen.filter((r) => r.op === 'AbortMultipartUpload' && r.key.endsWith(key)).map((r) => r.status)).toEqual([204]);
     expect(await openUploads(stack, key)).toBe(0);
-    // This attempt heartbeat its own upload's id, for the attempt after it.
-    const own = beats.flatMap((b) => b.uploadIds ?? []);
-    expect(own.length).toBeGreaterThan(0);
-    expect(own).not.toContain(leftover);
+    // The previous attempt's id stayed in the heartbeats until it was aborted; then this attempt's own took its place.
+    expect(beats[0]!.uploadIds).toEqual([leftover]);
+    const last = beats.filter((b) => b.uploadIds?.length).at(-1)!.uploadIds!;
+    expect(last).toHaveLength(1);
+    expect(last[0]).not.toBe(leftover);
     expect((await stack.store.head(key))?.size).toBe(out.sizeBytes);
     await stack.store.delete(key);
   });

@@ -42,21 +42,24 @@ export async function uploadSnapshot(
   const ctx = Context.current();
   const signal = ctx.cancellationSignal;
   const progress = progressReporter(db, input.operationId, 'uploading', (b) => setSnapshotProgress(db, input.snapshotId, b));
-  // A previous attempt that died mid-upload may have left a multipart upload or temp file; the
-  // upload ids it heartbeat find it even on servers that cannot list multipart uploads.
-  await store.abortIncomplete(input.objectKey, priorUploadIds(ctx.info.heartbeatDetails));
-  // This attempt's, heartbeat for the next one.
-  const uploadIds: string[] = [];
+  const prior = priorUploadIds(ctx.info.heartbeatDetails);
+  // Multipart upload ids, heartbeat for the next attempt: the previous attempt's until they are aborted, then this one's.
+  const uploadIds: string[] = [...prior];
   progress.note('uploadIds', uploadIds);
-  const usedByOthers = await accountUsage(db, input.accountId, input.snapshotId);
-  const meter = createMeter({
-    progress,
-    check: snapshotSizeCheck(limits, usedByOthers),
-    hook: faultHook && ((bytes) => faultHook('upload:progress', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes })),
-  });
-  const root = deps.runtime.rootDir(input.sandboxId);
-  await progress.during(() =>
-    store.local
+  // Everything runs under heartbeats: a store that throttles the first calls must not look like a dead worker.
+  const meter = await progress.during(async () => {
+    // A previous attempt that died mid-upload may have left a multipart upload or temp file; the
+    // upload ids it heartbeat find it even on servers that cannot list multipart uploads.
+    await store.abortIncomplete(input.objectKey, prior);
+    uploadIds.length = 0;
+    const usedByOthers = await accountUsage(db, input.accountId, input.snapshotId);
+    const meter = createMeter({
+      progress,
+      check: snapshotSizeCheck(limits, usedByOthers),
+      hook: faultHook && ((bytes) => faultHook('upload:progress', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes })),
+    });
+    const root = deps.runtime.rootDir(input.sandboxId);
+    await (store.local
       ? packIntoLocalFile(store.local, root, input.objectKey, meter, signal, afterPack)
       : packViaSpool(deps, input, meter, signal, {
           afterPack,
@@ -69,8 +72,9 @@ export async function uploadSnapshot(
             },
           },
           uploadIds,
-        }),
-  );
+        }));
+    return meter;
+  });
   await progress.flush();
   return { sizeBytes: meter.bytes, sha256: meter.digest() };
 }
