@@ -275,6 +275,33 @@ for (const server of SERVERS) {
       });
     }
 
+    // moto accepts any credentials; s3rver checks them, so the refusal here is the real server's.
+    if (server.name === 's3rver') {
+      it('bad credentials: storage_error InvalidAccessKeyId at once, from the server itself', async () => {
+        const bad = new RetryingBlobStore(
+          new S3BlobStore(
+            { bucket: inject('s3Bucket'), endpoint: proxy.endpoint, region: 'us-east-1', forcePathStyle: true, prefix, partSizeBytes: 5 * MiB, queueSize: 2 },
+            { credentials: { accessKeyId: 'nobody', secretAccessKey: 'nothing' } },
+          ),
+          { totalMs: 10_000, onRetry: (i) => retries.push(i) },
+        );
+        try {
+          await expect(bad.put('creds', Readable.from([randomBytes(100)]))).rejects.toMatchObject({
+            code: 'storage_error',
+            details: { store_code: 'InvalidAccessKeyId', http_status: 403 },
+          });
+          await expect(bad.get('creds')).rejects.toMatchObject({ code: 'storage_error', details: { store_code: 'InvalidAccessKeyId' } });
+          expect(retries).toEqual([]);
+          expect(proxy.seen.filter((r) => r.key === `${prefix}creds`).map((r) => [r.op, r.status])).toEqual([
+            ['PutObject', 403],
+            ['GetObject', 403],
+          ]);
+        } finally {
+          await bad.close();
+        }
+      });
+    }
+
     for (const quirk of ['no-such-upload', 'not-implemented'] as const) {
       it(`ListMultipartUploads answering with ${quirk}: abortIncomplete and delete succeed, listIncomplete lists nothing`, async () => {
         await roundTrip('quirk', randomBytes(100));
