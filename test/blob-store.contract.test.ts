@@ -151,6 +151,12 @@ function contract(name: string, makeStore: () => Promise<Harness>): void {
       expect((await readAll(await store.get('rt/urandom'))).byteLength).toBe(total);
     });
 
+    it('reads from an offset (a resumed download)', async () => {
+      const data = randomBytes(PART + 1000);
+      await store.put('rt/offset', Readable.from([data]));
+      expect(sha256(await readAll(await store.get('rt/offset', { offset: PART })))).toBe(sha256(data.subarray(PART)));
+    });
+
     it('reports a missing key as null from head and not_found from get', async () => {
       expect(await store.head('missing/key')).toBeNull();
       const err = await store.get('missing/key').catch((e: unknown) => e);

@@ -190,6 +190,17 @@ for (const server of SERVERS) {
       expect(retries.filter((r) => r.what.startsWith('UploadPart'))).toHaveLength(2);
     });
 
+    it('a body that breaks off mid-download is resumed where it stopped, with a ranged GET', async () => {
+      const data = randomBytes(11 * MiB);
+      expect(await store.put('resume', Readable.from([data]))).toEqual({ size: data.byteLength });
+      proxy.add({ fault: 'reset-response', ops: ['GetObject'], count: 2, afterBytes: 3 * MiB });
+      const chunks: Buffer[] = [];
+      for await (const c of await store.get('resume')) chunks.push(c as Buffer);
+      expect(sha256(Buffer.concat(chunks))).toBe(sha256(data));
+      expect(proxy.injected['reset-response']).toBe(2);
+      expect(proxy.seen.filter((r) => r.op === 'GetObject' && r.key.endsWith('resume')).map((r) => r.status)).toEqual([0, 0, 206]);
+    });
+
     it('a response slower than the request timeout: a TimeoutError, retried', async () => {
       await roundTrip('slow', randomBytes(1000));
       proxy.add({ fault: 'slow', ops: ['HeadObject'], count: 1, delayMs: 2500 });

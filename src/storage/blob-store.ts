@@ -19,6 +19,8 @@ export interface PutOptions {
 /** Options of a call that reads. */
 export interface CallOptions {
   signal?: AbortSignal;
+  /** get(): start at this byte (RetryingBlobStore resumes a body that broke off here). */
+  offset?: number;
   onRetry?: (info: RetryInfo) => void;
   onRecovered?: () => void;
 }

@@ -92,7 +92,7 @@ export class FsBlobStore implements BlobStore {
     try {
       handle = await fs.open(file, 'r');
       if ((await handle.stat()).isFile()) {
-        const stream = handle.createReadStream();
+        const stream = handle.createReadStream(opts.offset ? { start: opts.offset } : {});
         return opts.signal ? addAbortSignal(opts.signal, stream) : stream;
       }
     } catch (err) {

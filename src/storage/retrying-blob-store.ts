@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import type { BlobInfo, BlobStore, CallOptions, IncompleteUpload, PutOptions, RetryInfo, RetryRunner } from './blob-store.js';
 import { classifyStorageError, describeStorageError, permanentStorageError, unavailableStorageError } from './errors.js';
 
@@ -92,8 +92,39 @@ export class RetryingBlobStore implements BlobStore {
     return this.inner.put(key, body, { ...opts, retry: this.runner(opts) });
   }
 
-  get(key: string, opts: CallOptions = {}): Promise<Readable> {
-    return withRetry(`GetObject ${key}`, () => this.inner.get(key, { signal: opts.signal }), this.policy, opts);
+  /**
+   * The object's body; a body that breaks off with a transient error (a reset, a timeout) is
+   * resumed where it stopped with a ranged GET, retried like any request.
+   */
+  async get(key: string, opts: CallOptions = {}): Promise<Readable> {
+    const open = (offset: number) =>
+      withRetry(`GetObject ${key}${offset ? ` from byte ${offset}` : ''}`, () => this.inner.get(key, { signal: opts.signal, offset: (opts.offset ?? 0) + offset }), this.policy, opts);
+    const first = await open(0);
+    const out = new PassThrough({ readableHighWaterMark: first.readableHighWaterMark, writableHighWaterMark: first.readableHighWaterMark });
+    void (async () => {
+      let source = first;
+      let offset = 0;
+      for (;;) {
+        try {
+          for await (const chunk of source) {
+            offset += (chunk as Buffer).byteLength;
+            if (!out.write(chunk) && !(await drained(out))) return source.destroy();
+          }
+          out.end();
+          return;
+        } catch (err) {
+          source.destroy();
+          if (out.destroyed) return;
+          if (opts.signal?.aborted || classifyStorageError(err) !== 'transient') return void out.destroy(err as Error);
+          try {
+            source = await open(offset);
+          } catch (reopenErr) {
+            return void out.destroy(reopenErr as Error);
+          }
+        }
+      }
+    })();
+    return out;
   }
 
   head(key: string): Promise<BlobInfo | null> {
@@ -153,4 +184,19 @@ export class RetryingBlobStore implements BlobStore {
       yield next.value;
     }
   }
+}
+
+/** Waits until `out` wants more; false when it was destroyed instead (its reader went away). */
+function drained(out: PassThrough): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => () => {
+      out.off('drain', onDrain);
+      out.off('close', onClose);
+      resolve(ok);
+    };
+    const onDrain = done(true);
+    const onClose = done(false);
+    out.once('drain', onDrain);
+    out.once('close', onClose);
+  });
 }

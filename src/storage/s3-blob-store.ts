@@ -179,7 +179,8 @@ export class S3BlobStore implements BlobStore {
 
   async get(key: string, opts: CallOptions = {}): Promise<Readable> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.cfg.bucket, Key: this.fullKey(key) }), {
+      const Range = opts.offset ? `bytes=${opts.offset}-` : undefined;
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.cfg.bucket, Key: this.fullKey(key), Range }), {
         abortSignal: opts.signal,
       });
       if (!(out.Body instanceof Readable)) throw new Error('S3 GetObject returned a body that is not a Node stream');

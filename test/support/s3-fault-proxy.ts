@@ -22,6 +22,8 @@ export type Fault =
   | 'slowdown'
   /** Forwards `afterBytes` bytes of the request body, then destroys both connections. */
   | 'reset'
+  /** Forwards the request, then `afterBytes` bytes of the response body, then destroys both connections. */
+  | 'reset-response'
   /** Waits `delayMs`, then forwards. */
   | 'slow'
   /** 403 AccessDenied. */
@@ -109,7 +111,7 @@ interface Armed extends FaultRule {
 export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const target = new URL(upstream);
   const rules: Armed[] = [];
-  const injected: Record<Fault, number> = { slowdown: 0, reset: 0, slow: 0, forbidden: 0, 'no-such-upload': 0, 'not-implemented': 0 };
+  const injected: Record<Fault, number> = { slowdown: 0, reset: 0, 'reset-response': 0, slow: 0, forbidden: 0, 'no-such-upload': 0, 'not-implemented': 0 };
   const seen: Seen[] = [];
   const sockets = new Set<import('node:net').Socket>();
 
@@ -150,6 +152,25 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
         (upRes) => {
           res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+          if (rule?.fault === 'reset-response') {
+            let sent = 0;
+            const limit = rule.afterBytes ?? 64 * 1024;
+            upRes.on('data', (chunk: Buffer) => {
+              if (sent >= limit) return;
+              const part = chunk.subarray(0, limit - sent);
+              sent += part.byteLength;
+              res.write(part);
+              if (sent >= limit) {
+                upRes.destroy();
+                req.socket.destroy();
+                record(0);
+              }
+            });
+            upRes.once('end', () => {
+              if (sent < limit) res.end();
+            });
+            return;
+          }
           upRes.pipe(res);
           upRes.once('end', () => record(upRes.statusCode ?? 502));
         },
