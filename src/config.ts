@@ -45,6 +45,7 @@ const envSchema = z.object({
   S3_PREFIX: z.string().default(''),
   S3_PART_SIZE_MB: int.min(5).default(16),
   S3_QUEUE_SIZE: int.min(1).default(2),
+  CAGED_STORAGE_RETRY_S: int.default(180),
 });
 
 export interface Limits {
@@ -70,6 +71,10 @@ export interface S3Config {
   prefix: string;
   partSizeBytes: number;
   queueSize: number;
+  /** The SDK's own attempts per request (default 1: RetryingBlobStore owns retries). */
+  sdkMaxAttempts?: number;
+  /** A request whose socket stays idle this long fails (transient); default 60 s. */
+  requestTimeoutMs?: number;
 }
 
 export interface Config {
@@ -85,6 +90,8 @@ export interface Config {
   temporal: { address?: string; namespace: string; taskQueue: string; devServerPort: number; cli?: string };
   databaseUrl?: string;
   s3?: S3Config;
+  /** How long transient object-store failures of one request are retried before it fails as storage_unavailable. */
+  storageRetryMs: number;
   limits: Limits;
   defaultIdleTimeoutSeconds: number;
   logLevel: string;
@@ -135,6 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
           queueSize: e.S3_QUEUE_SIZE,
         }
       : undefined,
+    storageRetryMs: e.CAGED_STORAGE_RETRY_S * 1000,
     limits: {
       maxSnapshotsPerSandbox: e.CAGED_MAX_SNAPSHOTS_PER_SANDBOX,
       maxAccountBytes: e.CAGED_MAX_ACCOUNT_BYTES,

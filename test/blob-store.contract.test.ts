@@ -5,18 +5,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  CreateMultipartUploadCommand,
-  ListMultipartUploadsCommand,
-  ListPartsCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { S3Config } from '../src/config.js';
 import { CagedError } from '../src/shared/errors.js';
 import type { BlobStore } from '../src/storage/blob-store.js';
 import { FsBlobStore } from '../src/storage/fs-blob-store.js';
 import { S3BlobStore } from '../src/storage/s3-blob-store.js';
+import { RetryingBlobStore } from '../src/storage/retrying-blob-store.js';
+import { startFaultProxy, type FaultProxy } from './support/s3-fault-proxy.js';
 
 const MiB = 1024 * 1024;
 const PART = 5 * MiB; // the S3 minimum, so "more than one part" stays cheap
@@ -24,6 +21,10 @@ const CREDENTIALS = { accessKeyId: 'test', secretAccessKey: 'test' };
 
 interface Harness {
   store: BlobStore;
+  /** Whether the store can list unfinished uploads (s3rver cannot: ListMultipartUploads is 501 there). */
+  listsIncomplete: boolean;
+  /** Leaves what a crashed put of `key` would: a multipart upload or a temp file; returns its id. */
+  crashLeftover(key: string): Promise<string>;
   /** Resolves once an interrupted put of key has visibly left partial state behind. */
   waitInProgress(key: string): Promise<void>;
   dispose(): Promise<void>;
@@ -150,6 +151,12 @@ function contract(name: string, makeStore: () => Promise<Harness>): void {
       expect((await readAll(await store.get('rt/urandom'))).byteLength).toBe(total);
     });
 
+    it('reads from an offset (a resumed download)', async () => {
+      const data = randomBytes(PART + 1000);
+      await store.put('rt/offset', Readable.from([data]));
+      expect(sha256(await readAll(await store.get('rt/offset', { offset: PART })))).toBe(sha256(data.subarray(PART)));
+    });
+
     it('reports a missing key as null from head and not_found from get', async () => {
       expect(await store.head('missing/key')).toBeNull();
       const err = await store.get('missing/key').catch((e: unknown) => e);
@@ -226,13 +233,50 @@ function contract(name: string, makeStore: () => Promise<Harness>): void {
       expect(sha256(await readAll(await store.get(key)))).toBe(sha256(v1));
       expect(await store.abortIncomplete(key)).toBe(0);
     });
+
+    it('lists what a crashed put left under a prefix where it can, and abortIncomplete removes it', async () => {
+      const id = await h.crashLeftover('inc/x/crashed');
+      await h.crashLeftover('other/crashed');
+      const listed = [];
+      for await (const up of store.listIncomplete!('inc/')) listed.push(up);
+      if (h.listsIncomplete) {
+        expect(listed.map((u) => [u.key, u.uploadId])).toEqual([['inc/x/crashed', id]]);
+        expect(listed[0]!.initiated).toBeInstanceOf(Date);
+        expect(await store.abortIncomplete('inc/x/crashed')).toBe(1);
+        const after = [];
+        for await (const up of store.listIncomplete!('inc/')) after.push(up);
+        expect(after).toEqual([]);
+      } else {
+        expect(listed).toEqual([]);
+        expect(await store.abortIncomplete('inc/x/crashed')).toBe(0);
+      }
+      expect(await keysOf(store, 'inc/')).toEqual([]);
+    });
+
+    it('tells the id of a multipart upload as it starts, and only for multi-part objects', async () => {
+      const ids: string[] = [];
+      await store.put('ids/small', Readable.from([randomBytes(1000)]), { onUploadStarted: (id) => ids.push(id) });
+      expect(ids).toEqual([]);
+      await store.put('ids/large', unknownLength(PART + 1), { onUploadStarted: (id) => ids.push(id) });
+      expect(ids).toHaveLength(store.kind === 's3' ? 1 : 0);
+      expect(await store.head('ids/large')).toEqual({ key: 'ids/large', size: PART + 1 });
+    });
   });
 }
 
-contract('fs', async () => {
+/** What the app uses: any store behind RetryingBlobStore keeps the contract. */
+const retrying = (store: BlobStore) => new RetryingBlobStore(store, { totalMs: 5000, baseMs: 50, maxDelayMs: 500 });
+
+for (const wrapped of [false, true]) contract(wrapped ? 'fs behind RetryingBlobStore' : 'fs', async () => {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'caged-blobs-'));
   return {
-    store: new FsBlobStore(root),
+    store: wrapped ? retrying(new FsBlobStore(root)) : new FsBlobStore(root),
+    listsIncomplete: true,
+    crashLeftover: async (key) => {
+      await fs.mkdir(path.join(root, path.dirname(key)), { recursive: true });
+      await fs.writeFile(path.join(root, `${key}.partial-deadbeef`), 'half');
+      return 'deadbeef';
+    },
     waitInProgress: (key) =>
       poll(`a partial file for ${key}`, async () => {
         const dir = path.join(root, path.dirname(key));
@@ -243,13 +287,18 @@ contract('fs', async () => {
   };
 });
 
-function s3Setup() {
+const SERVERS = [
+  { name: 'moto', endpoint: () => inject('s3Endpoint'), listsUploads: true },
+  { name: 's3rver', endpoint: () => inject('s3rverEndpoint'), listsUploads: false },
+] as const;
+
+function s3Setup(endpoint: string) {
   const cfg: S3Config = {
     bucket: inject('s3Bucket'),
-    endpoint: inject('s3Endpoint'),
+    endpoint,
     region: 'us-east-1',
     forcePathStyle: true,
-    prefix: `contract-${Date.now()}-${process.pid}/`,
+    prefix: `contract-${Date.now()}-${process.pid}-${randomBytes(3).toString('hex')}/`,
     partSizeBytes: PART,
     queueSize: 2,
   };
@@ -268,34 +317,34 @@ function s3Setup() {
   return { cfg, raw, uploadsOf };
 }
 
-contract('s3', async () => {
-  const { cfg, raw, uploadsOf } = s3Setup();
-  const store = new S3BlobStore(cfg, { credentials: CREDENTIALS });
-  return {
-    store,
-    // A multipart upload with at least one stored part: the costly kind of leftover.
-    waitInProgress: (key) =>
-      poll(`an uploaded part for ${key}`, async () => {
-        for (const up of await uploadsOf(key)) {
-          const parts = await raw.send(
-            new ListPartsCommand({ Bucket: cfg.bucket, Key: cfg.prefix + key, UploadId: up.UploadId }),
-          );
-          if ((parts.Parts ?? []).length > 0) return true;
-        }
-        return false;
-      }),
-    dispose: async () => {
-      await store.close();
-      raw.destroy();
-    },
-  };
-});
+for (const server of SERVERS) for (const wrapped of [false, true]) {
+  contract(`s3 (${server.name})${wrapped ? ' behind RetryingBlobStore' : ''}`, async () => {
+    // Through the fault proxy with no rule armed: it only watches, so the harness can see a part land on any server.
+    const proxy = await startFaultProxy(server.endpoint());
+    const { cfg, raw } = s3Setup(proxy.endpoint);
+    const s3 = new S3BlobStore(cfg, { credentials: CREDENTIALS });
+    const store = wrapped ? retrying(s3) : s3;
+    return {
+      store,
+      listsIncomplete: server.listsUploads,
+      crashLeftover: async (key) => (await raw.send(new CreateMultipartUploadCommand({ Bucket: cfg.bucket, Key: cfg.prefix + key }))).UploadId!,
+      // A multipart upload with at least one stored part: the costly kind of leftover.
+      waitInProgress: (key) =>
+        poll(`an uploaded part for ${key}`, async () => proxy.seen.some((r) => r.op === 'UploadPart' && r.key === cfg.prefix + key && r.status === 200)),
+      dispose: async () => {
+        await store.close();
+        raw.destroy();
+        await proxy.close();
+      },
+    };
+  });
+}
 
 describe('S3BlobStore specifics', () => {
   let s3: ReturnType<typeof s3Setup>;
   let store: S3BlobStore;
   beforeAll(() => {
-    s3 = s3Setup();
+    s3 = s3Setup(inject('s3Endpoint'));
     store = new S3BlobStore(s3.cfg, { credentials: CREDENTIALS });
   });
   afterAll(async () => {

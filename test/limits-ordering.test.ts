@@ -337,7 +337,9 @@ describe('ordering, progress, cancel and retry', () => {
       if (Date.now() > deadline) throw new Error(`no multipart upload open past 6 MiB: ${JSON.stringify(r.body)}`);
       await sleep(100);
     }
-    expect(await stack.runtime.processState(id)).toBe('stopped');
+    // The archive spools to disk: the processes run again once tar has read the tree, mid-upload.
+    for (let i = 0; i < 50 && (await stack.runtime.processState(id)) !== 'running'; i++) await sleep(100);
+    expect(await stack.runtime.processState(id)).toBe('running');
     const c = await api.call('POST', `/v1/operations/${opId}/cancel`);
     expect(c.status).toBe(202);
     const cancelAt = Date.now();

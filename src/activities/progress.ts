@@ -1,6 +1,8 @@
 import { Context } from '@temporalio/activity';
 import type { CatalogDb } from '../catalog/db.js';
 import { setOperationProgress } from '../catalog/operations.js';
+import type { RetryingJson } from '../catalog/schema.js';
+import type { RetryInfo } from '../storage/blob-store.js';
 
 /**
  * How often a running data mover heartbeats and writes its progress to the catalog: well inside
@@ -18,6 +20,9 @@ const TICK_MS = 1000;
 export function progressReporter(db: CatalogDb, operationId: string, step: string, extra?: (bytes: number) => Promise<void>) {
   let bytes = 0;
   let writing: Promise<void> = Promise.resolve();
+  let retrying: RetryingJson | null = null;
+  /** Small facts a later attempt of the activity needs (a multipart upload's id), sent with every heartbeat. */
+  const notes: Record<string, unknown> = {};
   const report = () => {
     const b = bytes;
     writing = writing
@@ -25,7 +30,26 @@ export function progressReporter(db: CatalogDb, operationId: string, step: strin
       .then(() => extra?.(b))
       .catch(() => {});
   };
+  const details = () => ({ step, bytes, ...notes, ...(retrying && { retrying }) });
+  const setRetrying = (r: RetryingJson | null) => {
+    if (r === null && retrying === null) return;
+    retrying = r;
+    writing = writing.then(() => setOperationProgress(db, operationId, { retrying: r })).catch(() => {});
+  };
   return {
+    /**
+     * Hooks for store calls: each retry of a storage request shows as progress.retrying on the
+     * operation's record (and in its heartbeat) until a request succeeds again.
+     */
+    storeHooks: {
+      onRetry: (info: RetryInfo) => setRetrying({ attempt: info.attempt, error: info.error, next_at: info.nextAt.toISOString() }),
+      onRecovered: () => setRetrying(null),
+    },
+    /** Adds a fact to every heartbeat from now on; with `now`, heartbeats it at once (the SDK throttles). */
+    note(key: string, value: unknown, now = false) {
+      notes[key] = value;
+      if (now) Context.current().heartbeat(details());
+    },
     add(n: number) {
       bytes += n;
     },
@@ -35,12 +59,13 @@ export function progressReporter(db: CatalogDb, operationId: string, step: strin
     during<T>(work: () => Promise<T>): Promise<T> {
       return keepHeartbeating(() => {
         report();
-        return { step, bytes };
+        return details();
       }, work);
     },
     async flush() {
       await writing;
-      await setOperationProgress(db, operationId, { step, bytesDone: bytes }).catch(() => {});
+      retrying = null;
+      await setOperationProgress(db, operationId, { step, bytesDone: bytes, retrying: null }).catch(() => {});
     },
   };
 }

@@ -30,23 +30,24 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
   if (existing && sum) return { key, sha256: sum, sizeBytes: existing.size, reused: true };
 
   const signal = Context.current().cancellationSignal;
-  await store.abortIncomplete(key);
   const progress = progressReporter(db, input.operationId, 'exporting');
   const hook = deps.faultHook;
   const read = createMeter({ progress, hook: hook && ((bytes) => hook('export:progress', { snapshotId: input.snapshotId, bytes })) });
   const written = createMeter();
   const gz = transcodeToGzip(signal);
-  const source = await store.get(input.objectKey, { signal });
   gz.output.on('error', (e) => written.stream.destroy(e));
   gz.output.pipe(written.stream);
   try {
-    await progress.during(() =>
-      Promise.all([
+    // Under heartbeats from the first store call: retries of a throttled store can take a while.
+    await progress.during(async () => {
+      await store.abortIncomplete(key);
+      const source = await store.get(input.objectKey, { signal, ...progress.storeHooks });
+      await Promise.all([
         pipeline(source, read.stream, gz.input, { signal }),
-        store.put(key, written.stream, { signal, contentType: 'application/gzip' }),
+        store.put(key, written.stream, { signal, contentType: 'application/gzip', ...progress.storeHooks }),
         gz.done,
-      ]),
-    );
+      ]);
+    });
   } catch (err) {
     gz.kill();
     await store.delete(key).catch(() => {});

@@ -19,15 +19,18 @@ export interface ConvertImportInput {
 export async function convertImport(deps: ActivityDeps, input: ConvertImportInput): Promise<{ sizeBytes: number; sha256: string }> {
   const { store, db, limits } = deps;
   const signal = Context.current().cancellationSignal;
-  await store.abortIncomplete(input.objectKey);
   const progress = progressReporter(db, input.operationId, 'converting');
   const meter = createMeter({ progress, check: snapshotSizeCheck(limits) });
   const tx = transcodeFromGzip(signal);
   tx.output.on('error', (e) => meter.stream.destroy(e));
   tx.output.pipe(meter.stream);
   try {
-    const source = await store.get(input.stagingKey, { signal });
-    await progress.during(() => Promise.all([pipeline(source, tx.input, { signal }), store.put(input.objectKey, meter.stream, { signal }), tx.done]));
+    // Under heartbeats from the first store call: retries of a throttled store can take a while.
+    await progress.during(async () => {
+      await store.abortIncomplete(input.objectKey);
+      const source = await store.get(input.stagingKey, { signal, ...progress.storeHooks });
+      await Promise.all([pipeline(source, tx.input, { signal }), store.put(input.objectKey, meter.stream, { signal, ...progress.storeHooks }), tx.done]);
+    });
   } catch (err) {
     tx.kill();
     await store.delete(input.objectKey).catch(() => {});

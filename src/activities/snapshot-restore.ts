@@ -45,7 +45,7 @@ export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInpu
         await Promise.all([hashing, tools.done]);
       } else {
         const tools = (unpack = unpackSnapshot(dest, signal));
-        const body = await store.get(input.objectKey, { signal });
+        const body = await store.get(input.objectKey, { signal, ...progress.storeHooks });
         await Promise.all([pipeline(body, meter.stream, tools.stream, { signal }), tools.done]);
       }
     });

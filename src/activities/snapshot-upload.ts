@@ -1,15 +1,21 @@
-import { pipeline } from 'node:stream';
+import { once } from 'node:events';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
-import { packSnapshot, packSnapshotToFile, type Tools } from '../archive/snapshot-format.js';
+import { packSnapshotToFile, type Tools } from '../archive/snapshot-format.js';
 import { accountUsage, setSnapshotProgress } from '../catalog/snapshots.js';
-import type { LocalObjects } from '../storage/blob-store.js';
+import type { LocalObjects, PutOptions } from '../storage/blob-store.js';
 import { followFile } from './file-follower.js';
+import { CagedError } from '../shared/errors.js';
 import { progressReporter } from './progress.js';
 import { createMeter, snapshotSizeCheck } from './stream-meter.js';
 
-/** tar's pipe delivers 64 KiB chunks; the store gets them in 1 MiB pieces (16x fewer writes and wakeups). */
+/** What may wait between the spool's follower and the store's part buffers. */
 const WRITE_CHUNK_BYTES = 1024 * 1024;
+/** Beside the sandbox's root (same filesystem, removed with the sandbox): where remote uploads spool. */
+const SPOOL_DIR = 'upload-spool';
 
 export interface UploadSnapshotInput {
   operationId: string;
@@ -33,41 +39,121 @@ export async function uploadSnapshot(
   afterPack?: () => Promise<void>,
 ): Promise<{ sizeBytes: number; sha256: string }> {
   const { db, store, limits, faultHook } = deps;
-  const signal = Context.current().cancellationSignal;
-  // A previous attempt that died mid-upload may have left a multipart upload or temp file.
-  await store.abortIncomplete(input.objectKey);
-  const usedByOthers = await accountUsage(db, input.accountId, input.snapshotId);
+  const ctx = Context.current();
+  const signal = ctx.cancellationSignal;
   const progress = progressReporter(db, input.operationId, 'uploading', (b) => setSnapshotProgress(db, input.snapshotId, b));
-  const meter = createMeter({
-    progress,
-    check: snapshotSizeCheck(limits, usedByOthers),
-    hook: faultHook && ((bytes) => faultHook('upload:progress', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes })),
-    batchBytes: WRITE_CHUNK_BYTES,
-  });
-  const root = deps.runtime.rootDir(input.sandboxId);
-  await progress.during(() =>
-    store.local
+  const prior = priorUploadIds(ctx.info.heartbeatDetails);
+  // Multipart upload ids, heartbeat for the next attempt: the previous attempt's until they are aborted, then this one's.
+  const uploadIds: string[] = [...prior];
+  progress.note('uploadIds', uploadIds);
+  // Everything runs under heartbeats: a store that throttles the first calls must not look like a dead worker.
+  const meter = await progress.during(async () => {
+    // A previous attempt that died mid-upload may have left a multipart upload or temp file; the
+    // upload ids it heartbeat find it even on servers that cannot list multipart uploads.
+    await store.abortIncomplete(input.objectKey, prior);
+    uploadIds.length = 0;
+    const usedByOthers = await accountUsage(db, input.accountId, input.snapshotId);
+    const meter = createMeter({
+      progress,
+      check: snapshotSizeCheck(limits, usedByOthers),
+      hook: faultHook && ((bytes) => faultHook('upload:progress', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes })),
+    });
+    const root = deps.runtime.rootDir(input.sandboxId);
+    await (store.local
       ? packIntoLocalFile(store.local, root, input.objectKey, meter, signal, afterPack)
-      : packIntoStream(deps, root, input.objectKey, meter, signal, afterPack),
-  );
+      : packViaSpool(deps, input, meter, signal, {
+          afterPack,
+          putOptions: {
+            ...progress.storeHooks,
+            // Heartbeat at once: a worker that dies in the next second must not take the id with it.
+            onUploadStarted: (id) => {
+              uploadIds.push(id);
+              progress.note('uploadIds', uploadIds, true);
+            },
+          },
+          uploadIds,
+        }));
+    return meter;
+  });
   await progress.flush();
   return { sizeBytes: meter.bytes, sha256: meter.digest() };
 }
 
-/** Remote stores: the archive streams through this process into store.put (bounded by its part buffers). */
-async function packIntoStream(deps: ActivityDeps, root: string, key: string, meter: Meter, signal: AbortSignal, afterPack?: () => Promise<void>): Promise<void> {
+function priorUploadIds(details: unknown): string[] {
+  const ids = (details as { uploadIds?: unknown } | undefined)?.uploadIds;
+  return Array.isArray(ids) ? ids.filter((x): x is string => typeof x === 'string') : [];
+}
+
+/**
+ * Remote stores: tar | zstd write a spool file beside the sandbox's root, and this process follows
+ * it as it grows (hash, meter, limits, as for local stores) and streams it into store.put. The
+ * archive's producer never waits for the network: the sandbox resumes as soon as tar has read the
+ * tree, and a throttled or reset part is retried by the store (RetryingBlobStore) from its buffer,
+ * not by a new attempt of the activity that would quiesce the sandbox again. Memory stays bounded
+ * by the store's part buffers; the spool is removed on every path.
+ */
+async function packViaSpool(
+  deps: ActivityDeps,
+  input: UploadSnapshotInput,
+  meter: Meter,
+  signal: AbortSignal,
+  o: { afterPack?: () => Promise<void>; putOptions: PutOptions; uploadIds: string[] },
+): Promise<void> {
   const { store } = deps;
-  const pack = packSnapshot(root, signal);
-  pipeline(pack.stream, meter.stream, () => {});
-  pack.done.catch((err) => meter.stream.destroy(err));
+  const key = input.objectKey;
+  const spoolDir = path.join(deps.runtime.sandboxDir(input.sandboxId), SPOOL_DIR);
+  // Operations on a sandbox never overlap, so whatever is here is what a crashed attempt left.
+  await fs.rm(spoolDir, { recursive: true, force: true });
+  await fs.mkdir(spoolDir, { recursive: true });
+  const spool = path.join(spoolDir, `${input.snapshotId}.tar.zst`);
+  const handle = await fs.open(spool, 'w');
+  const stop = new AbortController();
+  const stopped = AbortSignal.any([signal, stop.signal]);
+  const body = new PassThrough({ highWaterMark: WRITE_CHUNK_BYTES });
+  // Its errors reach us through the follower and the put; the stream itself must not throw them again.
+  body.on('error', () => {});
+  let pack: Tools | undefined;
+  let put: Promise<unknown> | undefined;
   try {
-    await Promise.all([store.put(key, meter.stream, { signal, contentType: 'application/zstd' }), pack.done.then(afterPack)]);
+    pack = packSnapshotToFile(deps.runtime.rootDir(input.sandboxId), handle.fd, stopped);
+    const packed = pack.done;
+    const follow = followFile(spool, {
+      writerDone: packed,
+      signal: stopped,
+      onChunk: async (chunk) => {
+        await meter.take(chunk);
+        // The follower reuses its buffer: the store gets a copy, and the follower waits while the store's parts are full.
+        if (!body.write(Buffer.from(chunk))) await once(body, 'drain', { signal: stopped });
+      },
+    })
+      // The archive ends the upload only if tar and zstd succeeded: otherwise the put fails, and no object appears.
+      .then(() => packed)
+      .then(
+        () => void body.end(),
+        (err: unknown) => {
+          body.destroy(err instanceof Error ? err : new Error(String(err)));
+          throw err;
+        },
+      );
+    put = store.put(key, body, { ...o.putOptions, signal: stopped, contentType: 'application/zstd' });
+    await Promise.all([packed.then(o.afterPack), follow, put]);
   } catch (err) {
-    pack.kill();
-    meter.stream.destroy();
-    await store.abortIncomplete(key).catch(() => {});
-    await store.delete(key).catch(() => {});
+    stop.abort();
+    pack?.kill();
+    body.destroy();
+    await pack?.done.catch(() => {});
+    // The put aborts its own multipart upload on the way out; clean only after it has settled.
+    await put?.catch(() => {});
+    // A store that stayed unavailable past the bound would only hold the failure back by as long
+    // again: the workflow's compensation (deleteObject) cleans up then.
+    if (!(err instanceof CagedError && err.code === 'storage_unavailable')) {
+      await store.abortIncomplete(key, o.uploadIds).catch(() => {});
+      await store.delete(key).catch(() => {});
+    }
     throw meter.error ?? err;
+  } finally {
+    await handle.close().catch(() => {});
+    await fs.rm(spoolDir, { recursive: true, force: true });
   }
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform } from 'node:stream';
 import type { Limits } from '../config.js';
 import { CagedError } from '../shared/errors.js';
 
@@ -9,8 +9,6 @@ export interface MeterOptions {
   check?: (bytes: number) => Error | undefined;
   /** Runs before a chunk is passed on (tests arm it to fail or slow a step). */
   hook?: (bytes: number) => void | Promise<void>;
-  /** Pass chunks on in pieces of at least this size: fewer, larger writes downstream. */
-  batchBytes?: number;
 }
 
 /**
@@ -22,41 +20,22 @@ export function createMeter(o: MeterOptions = {}) {
   const hash = createHash('sha256');
   let bytes = 0;
   let firstError: Error | undefined;
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
   const account = (chunk: Buffer): Error | undefined => {
     bytes += chunk.length;
     hash.update(chunk);
     o.progress?.add(chunk.length);
     return o.check?.(bytes);
   };
-  const takePending = () => {
-    const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-    pending = [];
-    pendingBytes = 0;
-    return out;
-  };
-  const forward = (chunk: Buffer, cb: TransformCallback) => {
-    if (!o.batchBytes) return cb(null, chunk);
-    pending.push(chunk);
-    pendingBytes += chunk.length;
-    if (pendingBytes < o.batchBytes) cb();
-    else cb(null, takePending());
-  };
   const stream = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       const err = account(chunk);
       if (err) return cb(err);
-      if (!o.hook) return forward(chunk, cb);
+      if (!o.hook) return cb(null, chunk);
       const at = bytes;
       const hook = o.hook;
       Promise.resolve()
         .then(() => hook(at))
-        .then(() => forward(chunk, cb), cb);
-    },
-    flush(cb) {
-      if (pendingBytes > 0) cb(null, takePending());
-      else cb();
+        .then(() => cb(null, chunk), cb);
     },
   });
   stream.once('error', (err) => (firstError ??= err));

@@ -16,7 +16,13 @@ export function createRuntime(config: Config) {
 /** Opens every adapter the configuration names: catalog, store, runtime and Temporal. */
 export async function createAppContext(config: Config, log: Logger, temporalAddress: string): Promise<AppContext & { close(): Promise<void>; connection: Connection }> {
   const db = await openCatalog({ databaseUrl: config.databaseUrl, pgliteDir: path.join(config.dataDir, 'catalog') });
-  const store = createBlobStore({ dataDir: config.dataDir, s3: config.s3 });
+  const storeLog = log.child({ component: 'store' });
+  const store = createBlobStore({
+    dataDir: config.dataDir,
+    s3: config.s3,
+    storageRetryMs: config.storageRetryMs,
+    onRetry: (info) => storeLog.warn({ attempt: info.attempt, error: info.error, next_at: info.nextAt.toISOString(), request: info.what }, 'object store request failed; retrying'),
+  });
   const connection = await Connection.connect({ address: temporalAddress });
   const temporal = new Client({ connection, namespace: config.temporal.namespace });
   return {

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { CatalogDb } from './db.js';
-import type { OperationRow, OperationStatus } from './schema.js';
+import type { OperationRow, OperationStatus, RetryingJson } from './schema.js';
 import { CagedError } from '../shared/errors.js';
 
 export interface NewOperationRecord {
@@ -58,9 +58,10 @@ export async function listOperations(
 export async function setOperationProgress(
   db: CatalogDb,
   id: string,
-  p: { step?: string; bytesDone?: number; bytesTotal?: number | null },
+  p: { step?: string; bytesDone?: number; bytesTotal?: number | null; retrying?: RetryingJson | null },
 ): Promise<void> {
   const patch: Record<string, unknown> = { updated_at: sql`now()` };
+  if (p.retrying !== undefined) patch.retrying = p.retrying === null ? null : JSON.stringify(p.retrying);
   if (p.step !== undefined) patch.step = p.step;
   if (p.bytesDone !== undefined) patch.bytes_done = p.bytesDone;
   if (p.bytesTotal !== undefined) patch.bytes_total = p.bytesTotal;
@@ -102,6 +103,8 @@ export function operationDto(o: OperationRow) {
       step: o.step,
       bytes_done: Number(o.bytes_done),
       ...(o.bytes_total === null ? {} : { bytes_total: Number(o.bytes_total) }),
+      // Only a running operation is retrying; a finished one's error says how it ended.
+      ...(o.status === 'running' && o.retrying ? { retrying: o.retrying } : {}),
     },
     ...(o.result === null ? {} : { result: o.result }),
     ...(o.error_code ? { error: { code: o.error_code, message: o.error_message ?? '' } } : {}),

@@ -5,6 +5,13 @@ type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type BigIntCol = ColumnType<string | number | bigint, number, number>;
 type Json<T> = ColumnType<T, string, string>;
 
+/** A request of the operation's that failed transiently and is retried: when, why, and the next try. */
+export interface RetryingJson {
+  attempt: number;
+  error: string;
+  next_at: string;
+}
+
 export type SandboxState = 'creating' | 'running' | 'paused' | 'deleted';
 export type SnapshotState = 'pending' | 'ready' | 'failed' | 'deleting' | 'deleted';
 export type SnapshotKind = 'manual' | 'auto';
@@ -65,6 +72,8 @@ export interface OperationsTable {
   step: string;
   bytes_done: BigIntCol;
   bytes_total: BigIntCol | null;
+  /** Set while a data mover retries a storage request; cleared when the transfer proceeds. */
+  retrying: ColumnType<RetryingJson | null, string | null | undefined, string | null>;
   input: Json<unknown>;
   result: Json<unknown> | null;
   error_code: string | null;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { CagedError } from '../shared/errors.js';
 import { backgroundWriteback } from './writeback.js';
-import { assertValidKey, type BlobInfo, type BlobStore, type LocalObjects, type PutOptions, type StagedObject } from './blob-store.js';
+import { assertValidKey, type BlobInfo, type BlobStore, type CallOptions, type IncompleteUpload, type LocalObjects, type PutOptions, type StagedObject } from './blob-store.js';
 
 interface Staged extends StagedObject {
   handle: FileHandle;
@@ -86,13 +86,13 @@ export class FsBlobStore implements BlobStore {
     };
   }
 
-  async get(key: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> {
+  async get(key: string, opts: CallOptions = {}): Promise<Readable> {
     const file = this.pathOf(key);
     let handle: FileHandle | undefined;
     try {
       handle = await fs.open(file, 'r');
       if ((await handle.stat()).isFile()) {
-        const stream = handle.createReadStream();
+        const stream = handle.createReadStream(opts.offset ? { start: opts.offset } : {});
         return opts.signal ? addAbortSignal(opts.signal, stream) : stream;
       }
     } catch (err) {
@@ -124,15 +124,27 @@ export class FsBlobStore implements BlobStore {
 
   async *list(prefix: string): AsyncIterable<BlobInfo> {
     assertValidPrefix(prefix);
-    // Only the part of the prefix up to its last '/' names a directory; the rest filters entries.
-    const slash = prefix.lastIndexOf('/');
-    const startDir = slash < 0 ? '' : prefix.slice(0, slash);
-    for await (const info of this.walk(startDir)) {
-      if (info.key.startsWith(prefix)) yield info;
+    for await (const { key } of this.walk(startDirOf(prefix), 'objects')) {
+      if (!key.startsWith(prefix)) continue;
+      // A concurrent delete between readdir and head is not an error: the key is just gone.
+      const info = await this.head(key);
+      if (info) yield info;
     }
   }
 
-  async abortIncomplete(key: string): Promise<number> {
+  /** The temp files of puts that never published (a crash), as uploads: the key they were for, the temp file's suffix as id. */
+  async *listIncomplete(prefix: string): AsyncIterable<IncompleteUpload> {
+    assertValidPrefix(prefix);
+    for await (const { key: name, file } of this.walk(startDirOf(prefix), 'partials')) {
+      const at = name.lastIndexOf(PARTIAL_MARK);
+      const key = name.slice(0, at);
+      if (!key.startsWith(prefix)) continue;
+      const st = await fs.stat(file).catch(() => undefined);
+      if (st) yield { key, uploadId: name.slice(at + PARTIAL_MARK.length), initiated: st.mtime };
+    }
+  }
+
+  async abortIncomplete(key: string, _uploadIds?: readonly string[]): Promise<number> {
     const file = this.pathOf(key);
     const dir = path.dirname(file);
     const stem = `${path.basename(file)}${PARTIAL_MARK}`;
@@ -157,7 +169,8 @@ export class FsBlobStore implements BlobStore {
     return path.join(this.rootDir, ...key.split('/'));
   }
 
-  private async *walk(relDir: string): AsyncGenerator<BlobInfo> {
+  /** Files under relDir in key order: published objects, or the temp files of unfinished puts. */
+  private async *walk(relDir: string, what: 'objects' | 'partials'): AsyncGenerator<{ key: string; file: string }> {
     let entries;
     try {
       entries = await fs.readdir(path.join(this.rootDir, ...relDir.split('/')), { withFileTypes: true });
@@ -169,11 +182,9 @@ export class FsBlobStore implements BlobStore {
     for (const entry of entries) {
       const key = relDir ? `${relDir}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
-        yield* this.walk(key);
-      } else if (entry.isFile() && !entry.name.includes(PARTIAL_MARK)) {
-        // A concurrent delete between readdir and head is not an error: the key is just gone.
-        const info = await this.head(key);
-        if (info) yield info;
+        yield* this.walk(key, what);
+      } else if (entry.isFile() && entry.name.includes(PARTIAL_MARK) === (what === 'partials')) {
+        yield { key, file: path.join(this.rootDir, ...key.split('/')) };
       }
     }
   }
@@ -205,6 +216,12 @@ async function fsyncDir(dir: string): Promise<void> {
 
 function notFound(key: string): CagedError {
   return new CagedError('not_found', `blob ${key} not found`);
+}
+
+/** Only the part of a prefix up to its last '/' names a directory; the rest filters entries. */
+function startDirOf(prefix: string): string {
+  const slash = prefix.lastIndexOf('/');
+  return slash < 0 ? '' : prefix.slice(0, slash);
 }
 
 // A prefix is acceptable when some valid key could start with it; this keeps list() inside rootDir.

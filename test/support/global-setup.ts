@@ -7,7 +7,7 @@ import { S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
 import type { TestProject } from 'vitest/node';
 import { startTemporalDevServer, type DevServer } from '../../src/runtime/temporal-dev-server.js';
 import { freePort, waitForPort, stopChild } from '../../src/runtime/child-process.js';
-import { motoServerPath } from '../../src/runtime/tools.js';
+import { motoServerPath, PROJECT_ROOT } from '../../src/runtime/tools.js';
 import { bundleWorkflows } from '../../src/app/workflow-bundle.js';
 
 declare module 'vitest' {
@@ -15,6 +15,8 @@ declare module 'vitest' {
     temporalAddress: string;
     s3Endpoint: string;
     s3Bucket: string;
+    /** The second S3-protocol server (s3rver), same bucket name and credentials. */
+    s3rverEndpoint: string;
     databaseUrl: string;
     logDir: string;
     workflowCode: string;
@@ -23,12 +25,13 @@ declare module 'vitest' {
 
 const ADMIN_DB_URL = process.env.CAGED_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
-/** One Temporal dev server, one S3-protocol server and one fresh PostgreSQL database for the whole run. */
+/** One Temporal dev server, two S3-protocol servers (moto, s3rver) and one fresh PostgreSQL database for the whole run. */
 export default async function setup(project: TestProject) {
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-test-logs-'));
   const temporalPort = await freePort();
   let temporal: DevServer | undefined;
   let moto: ChildProcess | undefined;
+  let s3rver: ChildProcess | undefined;
   const dbName = `caged_test_${process.pid}_${Date.now()}`;
   const admin = new pg.Client({ connectionString: ADMIN_DB_URL });
   try {
@@ -49,6 +52,14 @@ export default async function setup(project: TestProject) {
     await s3.send(new CreateBucketCommand({ Bucket: s3Bucket }));
     s3.destroy();
 
+    const s3rverPort = await freePort();
+    const s3rverLog = fs.openSync(path.join(logDir, 's3rver.log'), 'a');
+    s3rver = spawn(process.execPath, [path.join(PROJECT_ROOT, 'test/support/s3rver-server.mjs'), String(s3rverPort), fs.mkdtempSync(path.join(os.tmpdir(), 'caged-s3rver-')), s3Bucket], {
+      stdio: ['ignore', s3rverLog, s3rverLog],
+    });
+    fs.closeSync(s3rverLog);
+    await waitForPort('127.0.0.1', s3rverPort, 30_000, s3rver);
+
     await admin.connect();
     await admin.query(`create database ${dbName}`);
     const u = new URL(ADMIN_DB_URL);
@@ -57,6 +68,7 @@ export default async function setup(project: TestProject) {
     project.provide('temporalAddress', temporal.address);
     project.provide('s3Endpoint', s3Endpoint);
     project.provide('s3Bucket', s3Bucket);
+    project.provide('s3rverEndpoint', `http://127.0.0.1:${s3rverPort}`);
     project.provide('databaseUrl', u.toString());
     project.provide('logDir', logDir);
     // Bundled once per run: bundling in every test file exhausts wasm memory (sdk-typescript #714).
@@ -64,6 +76,7 @@ export default async function setup(project: TestProject) {
   } catch (err) {
     if (temporal) await temporal.stop();
     if (moto) await stopChild(moto);
+    if (s3rver) await stopChild(s3rver);
     await admin.end().catch(() => {});
     throw err;
   }
@@ -71,6 +84,7 @@ export default async function setup(project: TestProject) {
   return async () => {
     await temporal?.stop();
     if (moto) await stopChild(moto);
+    if (s3rver) await stopChild(s3rver);
     await admin.query(`drop database if exists ${dbName} with (force)`).catch(() => {});
     await admin.end().catch(() => {});
   };

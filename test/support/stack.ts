@@ -9,7 +9,8 @@ import type { FastifyInstance } from 'fastify';
 import { openCatalog, type CatalogDb } from '../../src/catalog/db.js';
 import { FsBlobStore } from '../../src/storage/fs-blob-store.js';
 import { S3BlobStore } from '../../src/storage/s3-blob-store.js';
-import type { BlobStore } from '../../src/storage/blob-store.js';
+import type { BlobStore, RetryInfo } from '../../src/storage/blob-store.js';
+import { RetryingBlobStore } from '../../src/storage/retrying-blob-store.js';
 import { LocalSandboxRuntime } from '../../src/sandbox/local-runtime.js';
 import { createWorkers } from '../../src/app/worker.js';
 import { buildServer } from '../../src/api/server.js';
@@ -29,6 +30,15 @@ function quietTemporalRuntime() {
 
 export interface StackOptions {
   store?: 'fs' | 's3';
+  /** Which S3-protocol server of the run (default moto). */
+  s3Server?: 'moto' | 's3rver';
+  /** Overrides the server's endpoint: a fault proxy in front of it. */
+  s3Endpoint?: string;
+  /** The store's retry bound (CAGED_STORAGE_RETRY_S); default the configuration's. */
+  storageRetryMs?: number;
+  /** S3 request idle timeout. */
+  s3RequestTimeoutMs?: number;
+  onStorageRetry?: (info: RetryInfo) => void;
   catalog?: 'postgres' | 'pglite';
   limits?: Partial<Limits>;
   faultHook?: ActivityDeps['faultHook'];
@@ -73,21 +83,24 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
     limits: { ...base.limits, ...opts.limits },
   };
   const db = await openCatalog(opts.catalog === 'pglite' ? {} : { databaseUrl: inject('databaseUrl') });
-  const store: BlobStore =
+  const inner: BlobStore =
     opts.store === 's3'
       ? new S3BlobStore(
           {
             bucket: inject('s3Bucket'),
-            endpoint: inject('s3Endpoint'),
+            endpoint: opts.s3Endpoint ?? inject(opts.s3Server === 's3rver' ? 's3rverEndpoint' : 's3Endpoint'),
             region: 'us-east-1',
             forcePathStyle: true,
             prefix: `${queue}/`,
             partSizeBytes: 5 * 1024 * 1024,
             queueSize: 2,
+            ...(opts.s3RequestTimeoutMs && { requestTimeoutMs: opts.s3RequestTimeoutMs }),
           },
           { credentials: { accessKeyId: 'test', secretAccessKey: 'test' } },
         )
       : new FsBlobStore(path.join(dir, 'blobs'));
+  // As the app wires it (createBlobStore): classified, and transient failures retried within the bound.
+  const store = new RetryingBlobStore(inner, { totalMs: opts.storageRetryMs ?? config.storageRetryMs, onRetry: opts.onStorageRetry });
   const runtime = new LocalSandboxRuntime({ baseDir: path.join(dir, 'sandboxes'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
   const log = pino({ level: process.env.CAGED_TEST_LOG ?? 'silent' });
   const address = inject('temporalAddress');

@@ -15,6 +15,7 @@ import pino from 'pino';
 import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
 import { openCatalog } from '../../src/catalog/db.js';
 import { S3BlobStore } from '../../src/storage/s3-blob-store.js';
+import { RetryingBlobStore } from '../../src/storage/retrying-blob-store.js';
 import { LocalSandboxRuntime } from '../../src/sandbox/local-runtime.js';
 import { createWorkers, runWorkers } from '../../src/app/worker.js';
 import { loadConfig } from '../../src/config.js';
@@ -31,7 +32,8 @@ async function main() {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const slowMs = Number(process.env.CAGED_TEST_SLOW_UPLOAD_MS ?? 0);
   const db = await openCatalog({ databaseUrl: env('DATABASE_URL') });
-  const store = new S3BlobStore(
+  const config = loadConfig({}, 'dev');
+  const inner = new S3BlobStore(
     {
       bucket: env('CAGED_TEST_S3_BUCKET'),
       endpoint: env('CAGED_TEST_S3_ENDPOINT'),
@@ -43,12 +45,14 @@ async function main() {
     },
     { credentials: { accessKeyId: 'test', secretAccessKey: 'test' } },
   );
+  // As the app wires it (createBlobStore).
+  const store = new RetryingBlobStore(inner, { totalMs: config.storageRetryMs });
   const runtime = new LocalSandboxRuntime({ baseDir: env('CAGED_TEST_SANDBOXES_DIR'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
   const deps: ActivityDeps = {
     db,
     store,
     runtime,
-    limits: loadConfig({}, 'dev').limits,
+    limits: config.limits,
     log: pino({ level: process.env.CAGED_TEST_LOG ?? 'silent' }),
     faultHook:
       slowMs > 0
