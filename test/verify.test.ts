@@ -135,9 +135,11 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
       await s3.send(new CreateMultipartUploadCommand({ Bucket: inject('s3Bucket'), Key: `${stack.config.temporal.taskQueue}/${key}` }));
       s3.destroy();
     } else {
-      // What a crashed writer leaves: a staged temp file that was never published.
+      // What a crashed writer leaves: a staged temp file that was never published. (Made beside a
+      // real staged file and named like it; the real one is discarded, so no descriptor stays open.)
       const staged = await stack.store.local!.stage(key);
-      fs.closeSync(staged.fd);
+      fs.writeFileSync(staged.path.replace(/-[0-9a-f]+$/, '-0123456789ab'), 'half an archive');
+      await staged.discard();
     }
     const found = await verify();
     expect(pairs(found)).toEqual([['orphan_upload', key]]);
