@@ -14,6 +14,7 @@ function describe(op: Operation): string {
     ['sandbox', op.sandbox_id],
     ['snapshot', op.snapshot_id],
     ['step', p?.step],
+    ['retrying', p?.retrying ? `attempt ${p.retrying.attempt}, next at ${p.retrying.next_at}: ${p.retrying.error}` : undefined],
     [
       'progress',
       p?.bytes_done == null

@@ -4,6 +4,8 @@ export interface OperationProgress {
   step?: string | null;
   bytes_done?: number | null;
   bytes_total?: number | null;
+  /** Set while a step waits to retry a transient storage error. */
+  retrying?: { attempt: number; error: string; next_at: string } | null;
 }
 
 export interface Operation {

@@ -17,7 +17,9 @@ class ProgressView {
   constructor(private readonly opId: string) {}
 
   update(op: Operation): void {
-    const step = op.progress?.step ?? op.status;
+    const retrying = op.progress?.retrying;
+    // A step held up by the store says so, with the store's error, instead of looking stuck.
+    const step = `${op.progress?.step ?? op.status}${retrying ? ` (retrying, attempt ${retrying.attempt}: ${retrying.error})` : ''}`;
     const done = op.progress?.bytes_done ?? 0;
     const total = op.progress?.bytes_total ?? null;
     if (!this.tty) {

@@ -32,6 +32,20 @@ function withDeprecatedPatch<T extends object>(steps: T, patchId: string): T {
   });
 }
 
+/**
+ * Deleting an object: the store retries transient errors itself for up to CAGED_STORAGE_RETRY_S
+ * (180 s by default), so one attempt may take that long; permanent errors fail at once. Two
+ * attempts bound a compensation or clean-up that cannot reach the store.
+ */
+export const objectStore = withDeprecatedPatch(
+  proxyLocalActivities<Pick<CatalogActivities, 'deleteObject'>>({
+    startToCloseTimeout: '10 minutes',
+    scheduleToCloseTimeout: '21 minutes',
+    retry: { initialInterval: '1 second', maximumAttempts: 2 },
+  }),
+  CATALOG_LOCAL_ACTIVITIES,
+);
+
 /** The same steps as ordinary activities: the sandbox workflow before patch catalog-local-activities. */
 export const remoteCatalog = proxyActivities<CatalogActivities>(SHORT_STEP);
 

@@ -1,7 +1,7 @@
 import { patched } from '@temporalio/workflow';
 import type { ImportInput } from '../shared/definitions.js';
 import { COMMIT_POINTS } from './patches.js';
-import { catalog, sharedData } from './activities.js';
+import { catalog, objectStore, sharedData } from './activities.js';
 import { runOperation } from './operation.js';
 import { snapshotObjectKey } from './snapshot-steps.js';
 
@@ -13,8 +13,8 @@ export async function importWorkflow(input: ImportInput) {
   return runOperation(input.operationId, async (saga) => {
     const objectKey = snapshotObjectKey(input.sandboxId, input.snapshotId);
     saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(input.snapshotId, why.code, why.message));
-    saga.add('delete partial object', () => catalog.deleteObject(objectKey));
-    saga.add('delete upload', () => catalog.deleteObject(input.stagingKey));
+    saga.add('delete partial object', () => objectStore.deleteObject(objectKey));
+    saga.add('delete upload', () => objectStore.deleteObject(input.stagingKey));
     await catalog.reportStep(input.operationId, 'converting');
     const { sizeBytes, sha256 } = await sharedData.convertImport({
       operationId: input.operationId,
@@ -26,9 +26,9 @@ export async function importWorkflow(input: ImportInput) {
     if (patched(COMMIT_POINTS)) {
       // Commit point: the snapshot is ready; removing the upload is clean-up.
       saga.commit();
-      saga.afterSuccess('delete upload', () => catalog.deleteObject(input.stagingKey));
+      saga.afterSuccess('delete upload', () => objectStore.deleteObject(input.stagingKey));
     } else {
-      await catalog.deleteObject(input.stagingKey);
+      await objectStore.deleteObject(input.stagingKey);
     }
     return { snapshot_id: input.snapshotId, size_bytes: sizeBytes, sha256 };
   }, input.deadlineSeconds);

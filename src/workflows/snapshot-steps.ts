@@ -1,5 +1,5 @@
 import { deprecatePatch, patched } from '@temporalio/workflow';
-import { catalog, hostActivities } from './activities.js';
+import { catalog, hostActivities, objectStore } from './activities.js';
 import type { Saga } from './saga.js';
 import { failureCode } from './failure.js';
 import { COMMIT_POINTS, SNAPSHOT_IN_ONE_HOST_STEP } from './patches.js';
@@ -39,7 +39,7 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
   // Operations on a sandbox are serialised, so its catalog state cannot change under us.
   const resume = a.resumeAfter && sandboxState !== 'paused';
   if (resume) saga.add('resume sandbox', () => control.resumeSandbox(a.sandboxId));
-  saga.add('delete partial object', () => catalog.deleteObject(objectKey));
+  saga.add('delete partial object', () => objectStore.deleteObject(objectKey));
   const { sizeBytes, sha256 } = await data.snapshotSandbox({
     operationId: a.operationId,
     accountId: a.accountId,
@@ -81,9 +81,9 @@ async function reserve<R>(a: TakeSnapshotArgs, objectKey: string, step: (r: Rese
 /** deleting → object gone → deleted; every step is idempotent. */
 export async function deleteSnapshotData(snapshotId: string, operationId: string): Promise<void> {
   const { objectKey } = await catalog.beginDeleteSnapshot(snapshotId, operationId);
-  await catalog.deleteObject(objectKey);
+  await objectStore.deleteObject(objectKey);
   // The exported .tar.gz and its checksum go too, so no download link outlives the snapshot.
-  await catalog.deleteObject(`exports/${snapshotId}.tar.gz`);
-  await catalog.deleteObject(`exports/${snapshotId}.tar.gz.sha256`);
+  await objectStore.deleteObject(`exports/${snapshotId}.tar.gz`);
+  await objectStore.deleteObject(`exports/${snapshotId}.tar.gz.sha256`);
   await catalog.markSnapshotDeleted(snapshotId);
 }
