@@ -37,6 +37,10 @@ export interface StackOptions {
   api?: boolean;
   /** Start the workers (default true). */
   workers?: boolean;
+  /** A PostgreSQL catalog other than the run's shared database (e.g. a private cluster, see private-postgres.ts). */
+  databaseUrl?: string;
+  /** A Temporal frontend other than the run's shared dev server. */
+  temporalAddress?: string;
 }
 
 export interface TestStack {
@@ -72,7 +76,7 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
     ...opts.config,
     limits: { ...base.limits, ...opts.limits },
   };
-  const db = await openCatalog(opts.catalog === 'pglite' ? {} : { databaseUrl: inject('databaseUrl') });
+  const db = await openCatalog(opts.catalog === 'pglite' ? {} : { databaseUrl: opts.databaseUrl ?? inject('databaseUrl'), onConnectionError: () => {} });
   const store: BlobStore =
     opts.store === 's3'
       ? new S3BlobStore(
@@ -90,7 +94,7 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
       : new FsBlobStore(path.join(dir, 'blobs'));
   const runtime = new LocalSandboxRuntime({ baseDir: path.join(dir, 'sandboxes'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
   const log = pino({ level: process.env.CAGED_TEST_LOG ?? 'silent' });
-  const address = inject('temporalAddress');
+  const address = opts.temporalAddress ?? inject('temporalAddress');
   const connection = await Connection.connect({ address });
   const client = new Client({ connection });
   const deps: ActivityDeps = { db, store, runtime, limits: config.limits, log, faultHook: opts.faultHook };
