@@ -39,11 +39,21 @@ export function createSandboxActivities(deps: ActivityDeps) {
      * again; if this worker dies, the workflow's compensation resumes the sandbox.
      */
     async snapshotSandbox(input: UploadSnapshotInput & { quiesce: boolean; resume: boolean }) {
-      if (input.quiesce) {
-        await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' });
-        await keepHeartbeating(() => ({ step: 'quiescing' }), () => runtime.quiesce(input.sandboxId));
-      }
       const resume = () => runtime.resume(input.sandboxId);
+      if (input.quiesce) {
+        // Progress only: a catalog that is away for a moment must not fail (and so re-run) the snapshot.
+        await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' }).catch((err) =>
+          deps.log.warn({ err: (err as Error).message, operationId: input.operationId }, 'could not record the quiescing step'),
+        );
+        try {
+          await keepHeartbeating(() => ({ step: 'quiescing' }), () => runtime.quiesce(input.sandboxId));
+        } catch (err) {
+          // A quiesce that failed half-way (some members stopped, or sync failed) must not leave them
+          // stopped until the workflow's compensation, which runs only after the last retry.
+          if (input.resume) await resume().catch(() => {});
+          throw err;
+        }
+      }
       try {
         // Resumed as soon as tar has read the tree, before the archive is stored and synced.
         return await uploadSnapshot(deps, input, input.resume ? resume : undefined);
