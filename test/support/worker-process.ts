@@ -10,7 +10,8 @@
  *   CAGED_TEST_HOLD            optional: "<workflowType>:<fault point>", e.g. "restoreWorkflow:restore:swapped"
  *                              or "pauseWorkflow:activity:quiesceSandbox": the first time an activity of
  *                              that workflow type reaches that point, print "held <point>" and stop
- *                              there for good (the test then SIGKILLs this process)
+ *                              there (heartbeating) until the activity is cancelled or, with
+ *                              CAGED_TEST_HOLD_MAX_MS, that long; else until this process is SIGKILLed
  *
  * Prints "ready" on stdout once the workers poll. Run with `node --import tsx test/support/worker-process.ts`.
  */
@@ -39,6 +40,27 @@ async function main() {
   const holdSpec = process.env.CAGED_TEST_HOLD;
   const hold = holdSpec ? { workflowType: holdSpec.slice(0, holdSpec.indexOf(':')), point: holdSpec.slice(holdSpec.indexOf(':') + 1) } : undefined;
   let held = false;
+  const holdMaxMs = Number(process.env.CAGED_TEST_HOLD_MAX_MS ?? 0);
+  /**
+   * Stays at the held point like a live step: it heartbeats, and it ends when the activity is
+   * cancelled (throwing the cancellation, as a data mover would) or, with CAGED_TEST_HOLD_MAX_MS,
+   * carries on after that long (a step that cannot be cancelled finishes). Otherwise it stays until
+   * the process is killed.
+   */
+  const holdHere = async () => {
+    const ctx = Context.current();
+    const beat = setInterval(() => {
+      if (!ctx.info.isLocal) ctx.heartbeat();
+    }, 1000);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        if (holdMaxMs > 0) setTimeout(resolve, holdMaxMs);
+        ctx.cancellationSignal.addEventListener('abort', () => reject(ctx.cancellationSignal.reason));
+      });
+    } finally {
+      clearInterval(beat);
+    }
+  };
   const log = pino({ level: process.env.CAGED_TEST_LOG ?? 'warn' }, pino.destination(2));
   // The same process-level handling as `caged worker`.
   installProcessGuards(log, 'worker-process');
@@ -68,7 +90,7 @@ async function main() {
             if (hold && !held && point === hold.point && Context.current().info.workflowType === hold.workflowType) {
               held = true;
               process.stdout.write(`held ${point}\n`);
-              await new Promise(() => {});
+              await holdHere();
             }
             if (slowMs > 0 && point === 'upload:progress') await new Promise((r) => setTimeout(r, slowMs));
           }
