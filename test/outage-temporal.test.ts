@@ -18,7 +18,8 @@ import { freeTemporalPort } from '../src/runtime/child-process.js';
 
 const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const OUTAGE_MS = 8_000;
+/** CAGED_TEST_TEMPORAL_OUTAGE_MS tries longer outages (past the 15 s heartbeat timeout, say). */
+const OUTAGE_MS = Number(process.env.CAGED_TEST_TEMPORAL_OUTAGE_MS ?? 8_000);
 
 let temporal: DevServer;
 let port: number;

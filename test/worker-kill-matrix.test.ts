@@ -108,6 +108,6 @@ describe.each(CASES)('worker SIGKILLed in $op at $point', (c) => {
       expect(m.leftovers(started.sandbox.id)).toEqual([]);
     }
     // ORACLE: the one call that judges the whole stack (swap in verifyStack there).
-    await m.checkStack();
+    await m.checkStack(started.sandboxIds);
   });
 });

@@ -67,23 +67,27 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
   }
 
   /**
-   * ORACLE — the one place where the state of the whole stack is judged after a case. Swap in the
-   * consistency checker (`verifyStack`) here when it lands. Today: no open multipart upload under
-   * the stack's prefix; every object in the store belongs to a live snapshot of the account (its
-   * archive, or its export and checksum); no snapshot is left pending and no operation running.
+   * ORACLE — the one place where the state of the stack is judged after a case. Swap in the
+   * consistency checker (`verifyStack`) here when it lands. Today, for the case's sandboxes (so one
+   * broken case does not fail every later one): no open multipart upload; every object in the store
+   * belongs to a live snapshot (its archive, or its export and checksum) and every live snapshot's
+   * archive is there; no snapshot is left pending or deleting and no operation running.
    */
-  async function checkStack(): Promise<void> {
-    expect(await openUploadKeys(stack)).toEqual([]);
-    const snaps = await stack.db.selectFrom('snapshots').selectAll().where('account_id', '=', accountId).execute();
-    expect(snaps.filter((s) => s.state === 'pending' || s.state === 'deleting').map((s) => s.id)).toEqual([]);
-    const live = new Map(snaps.filter((s) => s.state === 'ready').map((s) => [s.id, s]));
+  async function checkStack(sandboxIds: string[]): Promise<void> {
+    const snaps = await stack.db.selectFrom('snapshots').selectAll().where('account_id', '=', accountId).where('sandbox_id', 'in', sandboxIds).execute();
+    const ids = new Set(snaps.map((s) => s.id));
+    const ours = (key: string) =>
+      sandboxIds.some((sb) => key.startsWith(`snapshots/${sb}/`)) || [...ids].some((id) => key.startsWith(`exports/${id}.`) || key.startsWith(`imports/${id}-`));
+    expect((await openUploadKeys(stack)).filter(ours)).toEqual([]);
+    expect(snaps.filter((s) => s.state === 'pending' || s.state === 'deleting').map((s) => `${s.id} ${s.state}`)).toEqual([]);
+    const live = snaps.filter((s) => s.state === 'ready');
     const allowed = new Set<string>();
-    for (const s of live.values()) allowed.add(s.object_key).add(`exports/${s.id}.tar.gz`).add(`exports/${s.id}.tar.gz.sha256`);
+    for (const s of live) allowed.add(s.object_key).add(`exports/${s.id}.tar.gz`).add(`exports/${s.id}.tar.gz.sha256`);
     const orphans: string[] = [];
-    for await (const o of stack.store.list('')) if (!allowed.has(o.key)) orphans.push(o.key);
+    for await (const o of stack.store.list('')) if (ours(o.key) && !allowed.has(o.key)) orphans.push(o.key);
     expect(orphans).toEqual([]);
-    for (const s of live.values()) expect(await stack.store.head(s.object_key), `object of ${s.id}`).toBeTruthy();
-    const running = await stack.db.selectFrom('operations').select(['id', 'type']).where('account_id', '=', accountId).where('status', '=', 'running').execute();
+    for (const s of live) expect(await stack.store.head(s.object_key), `archive of ready snapshot ${s.id}`).toBeTruthy();
+    const running = await stack.db.selectFrom('operations').select(['id', 'type']).where('account_id', '=', accountId).where('sandbox_id', 'in', sandboxIds).where('status', '=', 'running').execute();
     expect(running).toEqual([]);
   }
 
@@ -111,6 +115,8 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
     rolledBack(): Promise<void>;
     /** The sandbox whose processes must (not) be stopped at the end, and whether it should be paused. */
     sandbox?: { id: string; pid: number; paused: boolean };
+    /** Every sandbox the case made (the oracle looks at these). */
+    sandboxIds: string[];
   }
 
   /** Sets up what the operation needs (with the held worker, whose hold is for another workflow type) and starts it. */
@@ -124,6 +130,7 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
         expect(r.status).toBe(202);
         return {
           opId: r.body.operation.id,
+          sandboxIds: [sb.id],
           sandbox: running,
           verify: async () => expect(await snapshotTree(r.body.snapshot.id)).toEqual(sb.tree),
           rolledBack: async () => {
@@ -137,6 +144,7 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
         expect(r.status).toBe(202);
         return {
           opId: r.body.operation.id,
+          sandboxIds: [sb.id],
           sandbox: { ...running, paused: true },
           verify: async () => {
             const result = (await api.call('GET', `/v1/operations/${r.body.operation.id}`)).body.result;
@@ -160,6 +168,7 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
         const before = describeTree(root);
         return {
           opId: r.body.operation.id,
+          sandboxIds: [sb.id],
           sandbox: running,
           verify: async () => expect(describeTree(root)).toEqual(sb.tree),
           rolledBack: async () => expect(describeTree(root)).toEqual(before),
@@ -172,6 +181,7 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
         const forkId = r.body.sandbox.id as string;
         return {
           opId: r.body.operation.id,
+          sandboxIds: [sb.id, forkId],
           sandbox: running,
           verify: async () => {
             expect(describeTree(stack.runtime.rootDir(forkId))).toEqual(sb.tree);
@@ -179,7 +189,9 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
             expect(leftovers(forkId)).toEqual([]);
           },
           rolledBack: async () => {
-            expect((await api.call('GET', `/v1/sandboxes/${forkId}`)).body.state).toBe('deleted');
+            const fork = await api.call('GET', `/v1/sandboxes/${forkId}`);
+            // A deleted sandbox is gone from the API (404) or shown as deleted.
+            expect(fork.status === 404 || fork.body.state === 'deleted', JSON.stringify(fork.body)).toBe(true);
             expect(fs.existsSync(stack.runtime.rootDir(forkId))).toBe(false);
           },
         };
@@ -190,6 +202,7 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
         expect(r.status).toBe(202);
         return {
           opId: r.body.operation.id,
+          sandboxIds: [sb.id],
           sandbox: running,
           verify: async () => {
             const result = (await api.call('GET', `/v1/operations/${r.body.operation.id}`)).body.result;
@@ -214,6 +227,7 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
         expect(r.status, JSON.stringify(r.body)).toBe(202);
         return {
           opId: r.body.operation.id,
+          sandboxIds: [sb.id],
           sandbox: running,
           verify: async () => expect(await snapshotTree(r.body.snapshot.id)).toEqual(archive.tree),
           rolledBack: async () => expect((await getSnapshot(stack.db, r.body.snapshot.id))!.state).toBe('failed'),
@@ -226,6 +240,7 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
         expect(r.status).toBe(202);
         return {
           opId: r.body.operation.id,
+          sandboxIds: [sb.id],
           sandbox: running,
           verify: async () => {
             expect((await getSnapshot(stack.db, snap))!.state).toBe('deleted');
