@@ -11,7 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
 import { startPrivatePostgres, type PrivatePostgres } from './support/private-postgres.js';
-import { alive, killAllChildren, startApiProcess, startWorkerProcess } from './support/processes.js';
+import { alive, killAllChildren, startApiProcess, startWorkerProcess, waitForOutput } from './support/processes.js';
 import { apiClient } from './support/http.js';
 import { describeTree } from './support/tree.js';
 import { stoppedGroupMembers } from './support/sandbox-procs.js';
@@ -31,7 +31,11 @@ beforeAll(async () => {
   stack = await startStack({ store: 's3', catalog: 'postgres', databaseUrl: pg.url, workers: false });
   apiProc = await startApiProcess(stack, 'outage-postgres', { databaseUrl: pg.url });
   // 20 ms per 64 KiB chunk uploaded: a 48 MiB snapshot uploads for ~15 s, long enough to lose PostgreSQL in the middle.
-  worker = await startWorkerProcess(stack, 'outage-postgres', { databaseUrl: pg.url, env: { CAGED_TEST_SLOW_UPLOAD_MS: '20' } });
+  // The first restore is held 3 s in its extraction, so the catalog can be taken away while its target is stopped.
+  worker = await startWorkerProcess(stack, 'outage-postgres', {
+    databaseUrl: pg.url,
+    env: { CAGED_TEST_SLOW_UPLOAD_MS: '20', CAGED_TEST_HOLD: 'restoreWorkflow:restore:extracting', CAGED_TEST_HOLD_MAX_MS: '3000' },
+  });
   api = apiClient(apiProc.url, (await stack.newAccount()).apiKey);
 });
 
@@ -40,6 +44,47 @@ afterAll(async () => {
   if (pg && !(await pg.running())) await pg.start().catch(() => {});
   await stack?.close();
   await pg?.destroy();
+});
+
+/** Members of the restore target's group still stopped when PostgreSQL had been away for OUTAGE_MS. */
+let stoppedAtEndOfOutage: number[] | undefined;
+
+describe('PostgreSQL stops in the middle of a restore', () => {
+  it("the restore completes once it is back and the target runs again with the snapshot's tree", { timeout: 180_000 }, async () => {
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    const root = stack.runtime.rootDir(id);
+    fs.writeFileSync(path.join(root, 'random.bin'), randomBytes(4 * MiB));
+    const { pid } = await api.exec(id, ['sh', '-c', 'while true; do sleep 0.1; done'], true);
+    const base = await api.snapshot(id, 'base');
+    expect(base.op.status, JSON.stringify(base.op)).toBe('succeeded');
+    const expected = describeTree(root);
+    fs.writeFileSync(path.join(root, 'random.bin'), 'changed');
+
+    const posted = await api.call('POST', `/v1/snapshots/${base.snapshotId}/restore`, {});
+    expect(posted.status).toBe(202);
+    await waitForOutput(worker, 'held restore:extracting\n', 60_000);
+    expect((await stoppedGroupMembers(pid)).length).toBeGreaterThan(0);
+    await pg.stop();
+    // The extraction needs no catalog: it finishes about 3 s into the outage.
+    await sleep(OUTAGE_MS);
+    stoppedAtEndOfOutage = await stoppedGroupMembers(pid);
+    expect(alive(apiProc.child)).toBe(true);
+    expect(alive(worker)).toBe(true);
+    await pg.start();
+
+    const op = await api.waitOp(posted.body.operation.id, 90_000);
+    expect(op.status, JSON.stringify(op)).toBe('succeeded');
+    expect(describeTree(root)).toEqual(expected);
+    expect(await stoppedGroupMembers(pid)).toEqual([]);
+  });
+
+  // KNOWN (src/workflows/restore.ts, not owned here): after pauseSandbox every catalog step of the
+  // restore (claimSnapshotForRead, reportStep x3) is a local activity retried for up to 10 minutes,
+  // so the target stays SIGSTOPped for as long as PostgreSQL is away, although its disk work is done
+  // (see the report for the change). `it.fails` turns red once that is fixed: make it a plain `it`.
+  it.fails('the target does not stay stopped for the outage once the disk work is done', () => {
+    expect(stoppedAtEndOfOutage).toEqual([]);
+  });
 });
 
 describe('PostgreSQL stops in the middle of a snapshot', () => {
