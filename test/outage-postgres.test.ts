@@ -11,7 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
 import { startPrivatePostgres, type PrivatePostgres } from './support/private-postgres.js';
-import { alive, killAllChildren, startApiProcess, startWorkerProcess, waitForOutput } from './support/processes.js';
+import { alive, killAllChildren, killChild, startApiProcess, startCagedWorkerProcess, startWorkerProcess, waitForOutput } from './support/processes.js';
 import { apiClient } from './support/http.js';
 import { describeTree } from './support/tree.js';
 import { stoppedGroupMembers } from './support/sandbox-procs.js';
@@ -170,5 +170,26 @@ describe('PostgreSQL stops in the middle of a snapshot', () => {
     expect(restored.status, JSON.stringify(restored)).toBe('succeeded');
     expect(describeTree(root).filter((e) => e.path !== 'counter')).toEqual(expected);
     expect(await stoppedGroupMembers(pid)).toEqual([]);
+  });
+});
+
+describe('a production `caged worker` and PostgreSQL fast shutdown', () => {
+  it('the worker process survives the shutdown of its pooled connections and serves again once PostgreSQL is back', { timeout: 300_000 }, async () => {
+    // Only the production worker serves from here on.
+    await killChild(worker, 'SIGKILL');
+    const real = await startCagedWorkerProcess(stack, 'outage-postgres', { databaseUrl: pg.url });
+    const id = await api.createSandbox({ idle_timeout_s: 0 });
+    fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'file.bin'), randomBytes(MiB));
+    // An operation first, so the worker's pool holds idle connections when PostgreSQL goes.
+    const before = await api.snapshot(id, 'before');
+    expect(before.op.status, JSON.stringify(before.op)).toBe('succeeded');
+    await pg.stop();
+    await sleep(5_000);
+    expect(alive(real), 'caged worker died when PostgreSQL shut down').toBe(true);
+    await pg.start();
+    const after = await api.snapshot(id, 'after');
+    expect(after.op.status, JSON.stringify(after.op)).toBe('succeeded');
+    expect(alive(real)).toBe(true);
+    expect(alive(apiProc.child)).toBe(true);
   });
 });

@@ -94,13 +94,12 @@ export async function startWorkerProcess(stack: TestStack, name: string, opts: S
   return child;
 }
 
-/** `caged api` as a production process on the stack's queue, catalog (PostgreSQL) and S3 prefix. */
-export async function startApiProcess(stack: TestStack, name: string, opts: Services = {}): Promise<{ child: ChildProcess; url: string }> {
+/** The environment of a production `caged` process on the stack's queue, catalog (PostgreSQL), S3 prefix and data directory. */
+function cagedEnv(stack: TestStack, opts: Services, port: number): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^(CAGED_|TEMPORAL_|S3_|AWS_|DATABASE_URL$)/.test(k)) env[k] = v;
-  const port = await freePort();
   const queue = stack.config.temporal.taskQueue;
-  Object.assign(env, {
+  return Object.assign(env, {
     CAGED_DATA_DIR: stack.dir,
     CAGED_HOST: '127.0.0.1',
     CAGED_PORT: String(port),
@@ -116,10 +115,17 @@ export async function startApiProcess(stack: TestStack, name: string, opts: Serv
     S3_BUCKET: inject('s3Bucket'),
     S3_ENDPOINT: inject('s3Endpoint'),
     S3_PREFIX: `${queue}/`,
+    S3_PART_SIZE_MB: '5',
     AWS_ACCESS_KEY_ID: 'test',
     AWS_SECRET_ACCESS_KEY: 'test',
     AWS_REGION: 'us-east-1',
   });
+}
+
+/** `caged api` as a production process on the stack's queue, catalog (PostgreSQL) and S3 prefix. */
+export async function startApiProcess(stack: TestStack, name: string, opts: Services = {}): Promise<{ child: ChildProcess; url: string }> {
+  const port = await freePort();
+  const env = cagedEnv(stack, opts, port);
   const log = logFd(`api-${name}`);
   const child = track(spawn(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'caged.mjs'), 'api'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', log, log] }));
   fs.closeSync(log);
@@ -132,4 +138,20 @@ export async function startApiProcess(stack: TestStack, name: string, opts: Serv
     if (Date.now() > deadline) throw new Error(`caged api ${name} did not listen within 90 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** `caged worker` as a production process (it bundles its workflows itself); resolves once it says it runs. */
+export async function startCagedWorkerProcess(stack: TestStack, name: string, opts: Services = {}): Promise<ChildProcess> {
+  const env = { ...cagedEnv(stack, opts, 0), CAGED_LOG_LEVEL: 'info' };
+  const log = logFd(`caged-worker-${name}`);
+  const child = track(spawn(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'caged.mjs'), 'worker'], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', log] }));
+  fs.closeSync(log);
+  const logStream = fs.createWriteStream(path.join(inject('logDir'), `caged-worker-${name}.log`), { flags: 'a' });
+  stdout.set(child, '');
+  child.stdout!.on('data', (d: Buffer) => {
+    stdout.set(child, (stdout.get(child) ?? '').slice(-16_000) + d.toString());
+    logStream.write(d);
+  });
+  await waitForOutput(child, 'caged worker running', 180_000);
+  return child;
 }
