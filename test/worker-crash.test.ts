@@ -1,85 +1,31 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openUploads } from './support/s3.js';
 import { finalAttempt } from './support/history.js';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { gnuExtract, sha256File } from './support/tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
-import { PROJECT_ROOT } from '../src/runtime/tools.js';
+import { killAllChildren, killChild, startWorkerProcess } from './support/processes.js';
 
 const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let stack: TestStack;
 let api: ReturnType<typeof apiClient>;
-let bundleFile: string;
-const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
   stack = await startStack({ store: 's3', catalog: 'postgres', api: true, workers: false });
   api = apiClient(stack.apiUrl!, (await stack.newAccount()).apiKey);
-  bundleFile = path.join(stack.dir, 'workflow-bundle.js');
-  fs.writeFileSync(bundleFile, inject('workflowCode'));
 });
 
 afterAll(async () => {
-  for (const c of children) await kill(c, 'SIGKILL');
+  await killAllChildren();
   await stack?.close();
 });
-
-/** Starts the workers in a child process; resolves once they poll. */
-async function startWorkerProcess(name: string, extraEnv: Record<string, string> = {}): Promise<ChildProcess> {
-  const log = fs.openSync(path.join(inject('logDir'), `worker-crash-${name}.log`), 'a');
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/worker-process.ts'], {
-    cwd: PROJECT_ROOT,
-    stdio: ['ignore', 'pipe', log],
-    env: {
-      ...process.env,
-      TEMPORAL_ADDRESS: inject('temporalAddress'),
-      DATABASE_URL: inject('databaseUrl'),
-      CAGED_TEST_TASK_QUEUE: stack.config.temporal.taskQueue,
-      CAGED_TEST_HOST_ID: stack.config.hostId,
-      CAGED_TEST_S3_ENDPOINT: inject('s3Endpoint'),
-      CAGED_TEST_S3_BUCKET: inject('s3Bucket'),
-      CAGED_TEST_S3_PREFIX: `${stack.config.temporal.taskQueue}/`,
-      CAGED_TEST_SANDBOXES_DIR: path.join(stack.dir, 'sandboxes'),
-      CAGED_TEST_WORKFLOW_BUNDLE: bundleFile,
-      ...extraEnv,
-    },
-  });
-  fs.closeSync(log);
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`worker process ${name} did not get ready`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('ready\n')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code, sig) => {
-      clearTimeout(timer);
-      reject(new Error(`worker process ${name} exited (${sig ?? code}) before it was ready`));
-    });
-  });
-  return child;
-}
-
-async function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill(signal);
-  await exited;
-}
-
 
 async function counterMoves(id: string): Promise<boolean> {
   const file = path.join(stack.runtime.rootDir(id), 'counter');
@@ -91,7 +37,7 @@ async function counterMoves(id: string): Promise<boolean> {
 describe('a worker killed mid-snapshot', () => {
   it('the upload is retried on a new worker: snapshot ready, no orphaned upload, processes running', { timeout: 120_000 }, async () => {
     // The hook runs per chunk the upload reads from its spool file (1 MiB): ~10 s for the archive.
-    const first = await startWorkerProcess('first', { CAGED_TEST_SLOW_UPLOAD_MS: '400' });
+    const first = await startWorkerProcess(stack, 'crash-first', { env: { CAGED_TEST_SLOW_UPLOAD_MS: '400' } });
     const id = await api.createSandbox({ idle_timeout_s: 0 });
     const root = stack.runtime.rootDir(id);
     fs.writeFileSync(path.join(root, 'random.bin'), randomBytes(24 * MiB));
@@ -116,7 +62,7 @@ describe('a worker killed mid-snapshot', () => {
       if (Date.now() > deadline) throw new Error(`the upload did not get going: ${JSON.stringify(r.body)}`);
       await sleep(100);
     }
-    await kill(first, 'SIGKILL');
+    await killChild(first, 'SIGKILL');
     expect(first.signalCode).toBe('SIGKILL');
     // The dead worker left its upload open. The sandbox had already been resumed once tar had read
     // the tree: with S3 the archive spools to disk, so the processes do not wait for the upload.
@@ -125,7 +71,7 @@ describe('a worker killed mid-snapshot', () => {
     expect(await openUploads(stack, key)).toBe(1);
     expect((await api.call('GET', `/v1/operations/${opId}`)).body.status).toBe('running');
 
-    await startWorkerProcess('second');
+    await startWorkerProcess(stack, 'crash-second');
     const op = await api.waitOp(opId, 100_000);
     expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
 

@@ -7,12 +7,30 @@ export type { ActivityDeps } from './deps.js';
 
 /** Activities for the shared task queue: catalog and object store. */
 export function createSharedActivities(deps: ActivityDeps) {
-  return withFailureMapping(createCatalogActivities(deps));
+  return withFailureMapping(withFaultPoints(deps, createCatalogActivities(deps)));
 }
 
 /** Activities for a host's own task queue: the sandboxes' disks and processes. */
 export function createHostActivities(deps: ActivityDeps) {
-  return withFailureMapping(createSandboxActivities(deps));
+  return withFailureMapping(withFaultPoints(deps, createSandboxActivities(deps)));
+}
+
+/**
+ * With a fault hook armed (tests only), every activity first passes the point `activity:<name>`,
+ * so a test can fail or hold any step, including those that move no data. The info is empty on
+ * purpose: hooks keyed by sandbox or snapshot id ignore these points.
+ */
+function withFaultPoints<T extends Record<string, (...args: any[]) => Promise<any>>>(deps: ActivityDeps, activities: T): T {
+  const hook = deps.faultHook;
+  if (!hook) return activities;
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(activities)) {
+    out[name] = async (...args: unknown[]) => {
+      await hook(`activity:${name}`, {});
+      return fn(...args);
+    };
+  }
+  return out as T;
 }
 
 export type SharedActivities = ReturnType<typeof createSharedActivities>;

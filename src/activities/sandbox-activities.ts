@@ -5,8 +5,28 @@ import { setOperationProgress } from '../catalog/operations.js';
 import { stageSnapshot, type StageSnapshotInput } from './snapshot-restore.js';
 import { commitSwap, removeDiscarded, retireSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
 
+/**
+ * The short control steps on a host (signals, renames, removals). They heartbeat every second for as
+ * long as they run, so a workflow that gives them a heartbeatTimeout notices a dead worker within
+ * seconds instead of after their start-to-close timeout, while the sandbox may be stopped.
+ */
+const CONTROL_STEPS = ['quiesceSandbox', 'resumeSandbox', 'pauseSandbox', 'destroySandbox', 'createEmptySandbox', 'swapRoot', 'rollbackRoot', 'commitRoot', 'retireRoot', 'discardOldRoot'] as const;
+
+function withHeartbeats<T extends Record<string, (...args: any[]) => Promise<any>>>(activities: T, names: readonly string[]): T {
+  const out: Record<string, unknown> = { ...activities };
+  for (const name of names) {
+    const fn = activities[name];
+    if (fn) out[name] = (...args: unknown[]) => keepHeartbeating(() => ({ step: name }), () => fn(...args));
+  }
+  return out as T;
+}
+
 /** Activities that touch a sandbox's disk or processes: they run on its host's task queue. */
 export function createSandboxActivities(deps: ActivityDeps) {
+  return withHeartbeats(sandboxActivities(deps), CONTROL_STEPS);
+}
+
+function sandboxActivities(deps: ActivityDeps) {
   const { runtime } = deps;
   return {
     /** Stops the sandbox's processes and flushes its tree; reports whether they were already stopped. */
@@ -39,11 +59,21 @@ export function createSandboxActivities(deps: ActivityDeps) {
      * again; if this worker dies, the workflow's compensation resumes the sandbox.
      */
     async snapshotSandbox(input: UploadSnapshotInput & { quiesce: boolean; resume: boolean }) {
-      if (input.quiesce) {
-        await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' });
-        await keepHeartbeating(() => ({ step: 'quiescing' }), () => runtime.quiesce(input.sandboxId));
-      }
       const resume = () => runtime.resume(input.sandboxId);
+      if (input.quiesce) {
+        // Progress only: a catalog that is away for a moment must not fail (and so re-run) the snapshot.
+        await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' }).catch((err) =>
+          deps.log.warn({ err: (err as Error).message, operationId: input.operationId }, 'could not record the quiescing step'),
+        );
+        try {
+          await keepHeartbeating(() => ({ step: 'quiescing' }), () => runtime.quiesce(input.sandboxId));
+        } catch (err) {
+          // A quiesce that failed half-way (some members stopped, or sync failed) must not leave them
+          // stopped until the workflow's compensation, which runs only after the last retry.
+          if (input.resume) await resume().catch(() => {});
+          throw err;
+        }
+      }
       try {
         // Resumed as soon as tar has read the tree, before the archive is stored and synced.
         return await uploadSnapshot(deps, input, input.resume ? resume : undefined);

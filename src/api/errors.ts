@@ -2,6 +2,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
 import { CagedError, ERROR_STATUS, isErrorCode } from '../shared/errors.js';
 import { scrubSignedUrls } from './input-guards.js';
+import { isCatalogUnavailable } from '../catalog/unavailable.js';
 
 export function sendError(reply: FastifyReply, code: keyof typeof ERROR_STATUS, message: string, details?: Record<string, unknown>) {
   return reply.status(ERROR_STATUS[code]).send({ error: { code, message, ...(details ? { details } : {}) } });
@@ -29,6 +30,30 @@ export function errorHandler(err: FastifyError | Error, req: FastifyRequest, rep
   }
   const code = (err as { code?: unknown }).code;
   if (isErrorCode(code)) return sendError(reply, code, err.message);
+  const down = unavailableDependency(err);
+  if (down) {
+    req.log.warn({ err }, `${down} unavailable`);
+    return sendError(reply, 'unavailable', `the ${down} is unavailable; retry shortly`);
+  }
   req.log.error({ err }, 'request failed');
   return sendError(reply, 'internal', `internal error: ${withoutServerPaths(err.message)} (request ${req.id})`);
 }
+
+/**
+ * Which dependency a failure says is down: the catalog (PostgreSQL refused, reset or shut the
+ * connection) or Temporal (gRPC UNAVAILABLE / DEADLINE_EXCEEDED). Both heal by themselves, so the
+ * client gets 503 `unavailable` and may retry, not a 500.
+ */
+export function unavailableDependency(err: unknown): 'catalog' | 'workflow service' | undefined {
+  if (isCatalogUnavailable(err)) return 'catalog';
+  for (let cur: unknown = err, depth = 0; cur && typeof cur === 'object' && depth < 5; depth++) {
+    const c = (cur as { code?: unknown }).code;
+    // @temporalio/client wraps the grpc-js error (numeric status code) in a ServiceError.
+    if ((c === GRPC_UNAVAILABLE || c === GRPC_DEADLINE_EXCEEDED) && 'details' in (cur as object)) return 'workflow service';
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+const GRPC_DEADLINE_EXCEEDED = 4;
+const GRPC_UNAVAILABLE = 14;

@@ -1,5 +1,6 @@
 import { loadConfig } from '../config.js';
 import { createLogger, resolveLogFormat } from './logger.js';
+import { installProcessGuards } from './process-guard.js';
 import { createAppContext } from './context.js';
 import { buildServer } from '../api/server.js';
 
@@ -7,6 +8,7 @@ import { buildServer } from '../api/server.js';
 export async function runApi(): Promise<void> {
   const config = loadConfig(process.env, 'prod');
   const log = createLogger(config.logLevel, resolveLogFormat(config.logFormat));
+  installProcessGuards(log, 'caged api');
   const ctx = await createAppContext(config, log, config.temporal.address ?? '127.0.0.1:7233');
   const api = await buildServer(ctx);
   await api.listen({ host: config.httpHost, port: config.httpPort });

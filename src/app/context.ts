@@ -15,7 +15,11 @@ export function createRuntime(config: Config) {
 
 /** Opens every adapter the configuration names: catalog, store, runtime and Temporal. */
 export async function createAppContext(config: Config, log: Logger, temporalAddress: string): Promise<AppContext & { close(): Promise<void>; connection: Connection }> {
-  const db = await openCatalog({ databaseUrl: config.databaseUrl, pgliteDir: path.join(config.dataDir, 'catalog') });
+  const db = await openCatalog({
+    databaseUrl: config.databaseUrl,
+    pgliteDir: path.join(config.dataDir, 'catalog'),
+    onConnectionError: (err) => log.warn({ err: err.message }, 'catalog connection error; the pool reconnects'),
+  });
   const storeLog = log.child({ component: 'store' });
   const store = createBlobStore({
     dataDir: config.dataDir,

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config.js';
 import { createLogger, installTemporalLogging, resolveLogFormat } from './logger.js';
+import { installProcessGuards } from './process-guard.js';
 import { activityDeps, createAppContext } from './context.js';
 import { createWorkers, runWorkers } from './worker.js';
 import { persistedSecret } from './secrets.js';
@@ -26,6 +27,7 @@ export async function runDev(): Promise<void> {
   const devKey = base.devApiKey ?? persistedSecret(base.dataDir, 'dev-api-key', newApiKey);
   const log = createLogger(config.logLevel, resolveLogFormat(config.logFormat));
   installTemporalLogging(log);
+  installProcessGuards(log, 'caged dev');
 
   const temporal = config.temporal.address
     ? undefined

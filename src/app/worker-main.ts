@@ -1,6 +1,7 @@
 import { NativeConnection } from '@temporalio/worker';
 import { loadConfig } from '../config.js';
 import { createLogger, installTemporalLogging, resolveLogFormat } from './logger.js';
+import { installProcessGuards } from './process-guard.js';
 import { activityDeps, createAppContext } from './context.js';
 import { createWorkers, runWorkers } from './worker.js';
 
@@ -9,6 +10,7 @@ export async function runWorker(): Promise<void> {
   const config = loadConfig(process.env, 'prod');
   const log = createLogger(config.logLevel, resolveLogFormat(config.logFormat));
   installTemporalLogging(log);
+  installProcessGuards(log, 'caged worker');
   const address = config.temporal.address ?? '127.0.0.1:7233';
   const ctx = await createAppContext(config, log, address);
   const connection = await NativeConnection.connect({ address });

@@ -47,6 +47,10 @@ export interface StackOptions {
   api?: boolean;
   /** Start the workers (default true). */
   workers?: boolean;
+  /** A PostgreSQL catalog other than the run's shared database (e.g. a private cluster, see private-postgres.ts). */
+  databaseUrl?: string;
+  /** A Temporal frontend other than the run's shared dev server. */
+  temporalAddress?: string;
 }
 
 export interface TestStack {
@@ -82,7 +86,7 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
     ...opts.config,
     limits: { ...base.limits, ...opts.limits },
   };
-  const db = await openCatalog(opts.catalog === 'pglite' ? {} : { databaseUrl: inject('databaseUrl') });
+  const db = await openCatalog(opts.catalog === 'pglite' ? {} : { databaseUrl: opts.databaseUrl ?? inject('databaseUrl'), onConnectionError: () => {} });
   const inner: BlobStore =
     opts.store === 's3'
       ? new S3BlobStore(
@@ -103,7 +107,7 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
   const store = new RetryingBlobStore(inner, { totalMs: opts.storageRetryMs ?? config.storageRetryMs, onRetry: opts.onStorageRetry });
   const runtime = new LocalSandboxRuntime({ baseDir: path.join(dir, 'sandboxes'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
   const log = pino({ level: process.env.CAGED_TEST_LOG ?? 'silent' });
-  const address = inject('temporalAddress');
+  const address = opts.temporalAddress ?? inject('temporalAddress');
   const connection = await Connection.connect({ address });
   const client = new Client({ connection });
   const deps: ActivityDeps = { db, store, runtime, limits: config.limits, log, faultHook: opts.faultHook };

@@ -7,12 +7,18 @@
  *   CAGED_TEST_SANDBOXES_DIR   the stack's `${dir}/sandboxes`
  *   CAGED_TEST_WORKFLOW_BUNDLE a file with the run's pre-built workflow bundle
  *   CAGED_TEST_SLOW_UPLOAD_MS  optional: sleep this long on every 'upload:progress' chunk
+ *   CAGED_TEST_HOLD            optional: "<workflowType>:<fault point>", e.g. "restoreWorkflow:restore:swapped"
+ *                              or "pauseWorkflow:activity:quiesceSandbox": the first time an activity of
+ *                              that workflow type reaches that point, print "held <point>" and stop
+ *                              there (heartbeating) until the activity is cancelled or, with
+ *                              CAGED_TEST_HOLD_MAX_MS, that long; else until this process is SIGKILLed
  *
  * Prints "ready" on stdout once the workers poll. Run with `node --import tsx test/support/worker-process.ts`.
  */
 import path from 'node:path';
 import pino from 'pino';
 import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
+import { Context } from '@temporalio/activity';
 import { openCatalog } from '../../src/catalog/db.js';
 import { S3BlobStore } from '../../src/storage/s3-blob-store.js';
 import { RetryingBlobStore } from '../../src/storage/retrying-blob-store.js';
@@ -21,6 +27,7 @@ import { createWorkers, runWorkers } from '../../src/app/worker.js';
 import { loadConfig } from '../../src/config.js';
 import { PROJECT_ROOT } from '../../src/runtime/tools.js';
 import type { ActivityDeps } from '../../src/activities/deps.js';
+import { installProcessGuards } from '../../src/app/process-guard.js';
 
 function env(name: string): string {
   const v = process.env[name];
@@ -31,7 +38,34 @@ function env(name: string): string {
 async function main() {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const slowMs = Number(process.env.CAGED_TEST_SLOW_UPLOAD_MS ?? 0);
-  const db = await openCatalog({ databaseUrl: env('DATABASE_URL') });
+  const holdSpec = process.env.CAGED_TEST_HOLD;
+  const hold = holdSpec ? { workflowType: holdSpec.slice(0, holdSpec.indexOf(':')), point: holdSpec.slice(holdSpec.indexOf(':') + 1) } : undefined;
+  let held = false;
+  const holdMaxMs = Number(process.env.CAGED_TEST_HOLD_MAX_MS ?? 0);
+  /**
+   * Stays at the held point like a live step: it heartbeats, and it ends when the activity is
+   * cancelled (throwing the cancellation, as a data mover would) or, with CAGED_TEST_HOLD_MAX_MS,
+   * carries on after that long (a step that cannot be cancelled finishes). Otherwise it stays until
+   * the process is killed.
+   */
+  const holdHere = async () => {
+    const ctx = Context.current();
+    const beat = setInterval(() => {
+      if (!ctx.info.isLocal) ctx.heartbeat();
+    }, 1000);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        if (holdMaxMs > 0) setTimeout(resolve, holdMaxMs);
+        ctx.cancellationSignal.addEventListener('abort', () => reject(ctx.cancellationSignal.reason));
+      });
+    } finally {
+      clearInterval(beat);
+    }
+  };
+  const log = pino({ level: process.env.CAGED_TEST_LOG ?? 'warn' }, pino.destination(2));
+  // The same process-level handling as `caged worker`.
+  installProcessGuards(log, 'worker-process');
+  const db = await openCatalog({ databaseUrl: env('DATABASE_URL'), onConnectionError: (err) => log.warn({ err: err.message }, 'catalog connection error') });
   const config = loadConfig({}, 'dev');
   const inner = new S3BlobStore(
     {
@@ -53,11 +87,16 @@ async function main() {
     store,
     runtime,
     limits: config.limits,
-    log: pino({ level: process.env.CAGED_TEST_LOG ?? 'silent' }),
+    log,
     faultHook:
-      slowMs > 0
+      slowMs > 0 || hold
         ? async (point) => {
-            if (point === 'upload:progress') await new Promise((r) => setTimeout(r, slowMs));
+            if (hold && !held && point === hold.point && Context.current().info.workflowType === hold.workflowType) {
+              held = true;
+              process.stdout.write(`held ${point}\n`);
+              await holdHere();
+            }
+            if (slowMs > 0 && point === 'upload:progress') await new Promise((r) => setTimeout(r, slowMs));
           }
         : undefined,
   };
