@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApplicationFailure } from '@temporalio/activity';
 import { startStack, type TestStack } from './support/stack.js';
@@ -168,6 +168,25 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
     for (const s of autos) faults.delete(s);
     for (const f of forks) expect((await api.waitOp(f.opId)).status).toBe('succeeded');
     await consistent([op.id, ...forks.map((f) => f.opId)]);
+  });
+
+  it('a pause at the limit keeps an auto snapshot whose export was just handed out: its download URL stays good', async () => {
+    const api = await freshApi();
+    const { id, autos } = await sandboxAtLimit(api);
+    const [oldest, younger] = autos as [string, string];
+    const ex = await api.call('POST', `/v1/snapshots/${oldest}/export`);
+    expect(ex.status).toBe(202);
+    const exported = await api.waitOp(ex.body.operation.id);
+    expect(exported.status).toBe('succeeded');
+
+    const op = await pause(api, id);
+    await stack.client.workflow.getHandle(op.id).result();
+    expect(op.result.replaced).toBe(younger);
+    expect((await getSnapshot(stack.db, oldest))!.state).toBe('ready');
+    const download = await fetch(exported.result.url);
+    expect(download.status).toBe(200);
+    expect(createHash('sha256').update(Buffer.from(await download.arrayBuffer())).digest('hex')).toBe(exported.result.sha256);
+    await consistent([op.id]);
   });
 
   it('a pause whose snapshot fails for another reason still pauses, rolls the snapshot back and keeps the replaced one', async () => {

@@ -105,13 +105,9 @@ describe('the Temporal server is killed in the middle of a snapshot', () => {
     expect(await stoppedGroupMembers(pid)).toEqual([]);
   });
 
-  // KNOWN BUG (src/api/routes/snapshots.ts + src/service/operations.ts, not owned here): POST
-  // /v1/sandboxes/{id}/snapshots reserves the snapshot and inserts the operation row before
-  // signalWithStart; when Temporal refuses, the 503 leaves a `pending` snapshot (its name taken, its
-  // bytes counted) and a `running` operation that no workflow will ever run, and reconcileOperation
-  // keeps it running because the sandbox's workflow is alive. `it.fails` turns red once it is fixed:
-  // then make this a plain `it`.
-  it.fails('a request refused while Temporal was away leaves no pending snapshot and no running operation behind', async () => {
+  // A request Temporal never received (gRPC UNAVAILABLE) ends failed at once and releases what it
+  // reserved: no pending snapshot keeps its name or bytes, no operation stays running.
+  it('a request refused while Temporal was away leaves no pending snapshot and no running operation behind', async () => {
     expect(sandboxId).toBeTruthy();
     const snaps = (await api.call('GET', `/v1/sandboxes/${sandboxId}/snapshots`)).body.snapshots as { name: string; state: string }[];
     expect(snaps.filter((s) => s.state === 'pending')).toEqual([]);

@@ -25,6 +25,7 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
   let stack: TestStack;
   let api: Api;
   let account: string;
+  let key: string;
 
   /** The checker, as the oracle, once every operation's workflow has closed. */
   async function consistent(opIds: string[]) {
@@ -44,6 +45,7 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
     });
     const a = await stack.newAccount();
     account = a.id;
+    key = a.apiKey;
     api = apiClient(stack.apiUrl!, a.apiKey);
   });
   afterAll(async () => stack?.close());
@@ -132,5 +134,43 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
     expect(snap.state).toBe('ready');
     expect((await stack.store.head(snap.object_key))?.size).toBe(Number(snap.size_bytes));
     await consistent([r.body.operation.id, ...(del.status === 202 ? [del.body.operation.id] : [])]);
+  });
+
+  it('a file upload that a restore overtakes is refused with 409 conflict, never a 500; a paused sandbox takes no writes', async () => {
+    const { id, snapshotId, tree } = await snapshotted();
+    let finish!: () => void;
+    const restored = new Promise<void>((r) => (finish = r));
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(new TextEncoder().encode('first half, '));
+        await restored;
+        controller.enqueue(new TextEncoder().encode('second half'));
+        controller.close();
+      },
+    });
+    const put = fetch(`${stack.apiUrl}/v1/sandboxes/${id}/files/late.txt`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${key}` },
+      body,
+      duplex: 'half',
+    } as RequestInit);
+    // The upload's first bytes are on disk in the current root before the restore swaps it out.
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await api.call('POST', `/v1/snapshots/${snapshotId}/restore`, {});
+    expect((await api.waitOp(r.body.operation.id)).status).toBe('succeeded');
+    finish();
+    const res = await put;
+    expect(res.status).toBe(409);
+    expect((await res.json()).error.code).toBe('conflict');
+    expect(describeTree(stack.runtime.rootDir(id))).toEqual(tree);
+
+    const p = await api.call('POST', `/v1/sandboxes/${id}/pause`);
+    expect((await api.waitOp(p.body.operation.id)).status).toBe('succeeded');
+    const refused = await api.call('PUT', `/v1/sandboxes/${id}/files/while-paused.txt`, 'x');
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe('invalid_state');
+    expect((await api.call('DELETE', `/v1/sandboxes/${id}/files/note.txt`)).status).toBe(409);
+    expect(fs.existsSync(path.join(stack.runtime.rootDir(id), 'while-paused.txt'))).toBe(false);
+    await consistent([r.body.operation.id, p.body.operation.id]);
   });
 });

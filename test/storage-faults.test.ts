@@ -8,6 +8,7 @@ import { openUploads } from './support/s3.js';
 import { startFaultProxy, type FaultProxy } from './support/s3-fault-proxy.js';
 import { CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { recordFigure } from './support/figures.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 import { uploadSnapshot } from '../src/activities/snapshot-upload.js';
 import type { RetryInfo } from '../src/storage/blob-store.js';
@@ -124,6 +125,7 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
     expect(op.status).toBe('failed');
     expect(op.error.code).toBe('storage_error');
     expect(op.error.message).toMatch(/AccessDenied \(HTTP 403\)/);
+    recordFigure('running_after_permanent_error_s', seconds, { fault: '403 AccessDenied mid-upload', op: 'create_snapshot' });
     expect(seconds).toBeLessThan(20);
     expect(proxy.injected.forbidden).toBeGreaterThanOrEqual(1);
     // Refused for good: not one retry.

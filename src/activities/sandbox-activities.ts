@@ -60,26 +60,23 @@ function sandboxActivities(deps: ActivityDeps) {
      */
     async snapshotSandbox(input: UploadSnapshotInput & { quiesce: boolean; resume: boolean }) {
       const resume = () => runtime.resume(input.sandboxId);
-      if (input.quiesce) {
+      let stopped = false;
+      const quiesce = async () => {
         // Progress only: a catalog that is away for a moment must not fail (and so re-run) the snapshot.
         await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' }).catch((err) =>
           deps.log.warn({ err: (err as Error).message, operationId: input.operationId }, 'could not record the quiescing step'),
         );
-        try {
-          await keepHeartbeating(() => ({ step: 'quiescing' }), () => runtime.quiesce(input.sandboxId));
-        } catch (err) {
-          // A quiesce that failed half-way (some members stopped, or sync failed) must not leave them
-          // stopped until the workflow's compensation, which runs only after the last retry.
-          if (input.resume) await resume().catch(() => {});
-          throw err;
-        }
-      }
+        stopped = true;
+        await runtime.quiesce(input.sandboxId);
+      };
       try {
-        // Resumed as soon as tar has read the tree, before the archive is stored and synced.
-        return await uploadSnapshot(deps, input, input.resume ? resume : undefined);
+        // Quiesced once the store and the catalog have answered; resumed as soon as tar has read
+        // the tree, before the archive is stored and synced.
+        return await uploadSnapshot(deps, input, input.resume ? resume : undefined, input.quiesce ? quiesce : undefined);
       } catch (err) {
-        // The upload's error is the one to report; the workflow's compensation resumes again if this fails.
-        if (input.resume) await resume().catch(() => {});
+        // A quiesce that failed half-way, or an upload that failed after it, must not leave the
+        // processes stopped until the workflow's compensation, which runs only after the last retry.
+        if (input.resume && stopped) await resume().catch(() => {});
         throw err;
       }
     },

@@ -6,6 +6,7 @@ import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { packSnapshotToFile, type Tools } from '../archive/snapshot-format.js';
 import { accountUsage, setSnapshotProgress } from '../catalog/snapshots.js';
+import { whileCatalogUnavailable } from './catalog-retry.js';
 import type { LocalObjects, PutOptions } from '../storage/blob-store.js';
 import { followFile } from './file-follower.js';
 import { CagedError } from '../shared/errors.js';
@@ -16,6 +17,9 @@ import { createMeter, snapshotSizeCheck } from './stream-meter.js';
 const WRITE_CHUNK_BYTES = 1024 * 1024;
 /** Beside the sandbox's root (same filesystem, removed with the sandbox): where remote uploads spool. */
 const SPOOL_DIR = 'upload-spool';
+
+/** How long a data mover waits for an unreachable catalog before it gives up the attempt. */
+const CATALOG_WAIT_MS = 5 * 60_000;
 
 export interface UploadSnapshotInput {
   operationId: string;
@@ -37,6 +41,8 @@ export async function uploadSnapshot(
   input: UploadSnapshotInput,
   /** Runs once the tree has been read whole, while the archive may still be on its way to the store. */
   afterPack?: () => Promise<void>,
+  /** Runs once the store and the catalog have answered, right before the tree is read (the quiesce). */
+  beforePack?: () => Promise<void>,
 ): Promise<{ sizeBytes: number; sha256: string }> {
   const { db, store, limits, faultHook } = deps;
   const ctx = Context.current();
@@ -52,7 +58,9 @@ export async function uploadSnapshot(
     // upload ids it heartbeat find it even on servers that cannot list multipart uploads.
     await store.abortIncomplete(input.objectKey, prior);
     uploadIds.length = 0;
-    const usedByOthers = await accountUsage(db, input.accountId, input.snapshotId);
+    const usedByOthers = await whileCatalogUnavailable(() => accountUsage(db, input.accountId, input.snapshotId), { totalMs: CATALOG_WAIT_MS, signal });
+    // Only now, with the store and the catalog heard from, is the sandbox stopped.
+    await beforePack?.();
     const meter = createMeter({
       progress,
       check: snapshotSizeCheck(limits, usedByOthers),

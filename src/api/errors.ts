@@ -3,6 +3,7 @@ import { ZodError } from 'zod';
 import { CagedError, ERROR_STATUS, isErrorCode } from '../shared/errors.js';
 import { scrubSignedUrls } from './input-guards.js';
 import { isCatalogUnavailable } from '../catalog/unavailable.js';
+import { GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, grpcStatus } from '../service/workflow-errors.js';
 
 export function sendError(reply: FastifyReply, code: keyof typeof ERROR_STATUS, message: string, details?: Record<string, unknown>) {
   return reply.status(ERROR_STATUS[code]).send({ error: { code, message, ...(details ? { details } : {}) } });
@@ -46,14 +47,7 @@ export function errorHandler(err: FastifyError | Error, req: FastifyRequest, rep
  */
 export function unavailableDependency(err: unknown): 'catalog' | 'workflow service' | undefined {
   if (isCatalogUnavailable(err)) return 'catalog';
-  for (let cur: unknown = err, depth = 0; cur && typeof cur === 'object' && depth < 5; depth++) {
-    const c = (cur as { code?: unknown }).code;
-    // @temporalio/client wraps the grpc-js error (numeric status code) in a ServiceError.
-    if ((c === GRPC_UNAVAILABLE || c === GRPC_DEADLINE_EXCEEDED) && 'details' in (cur as object)) return 'workflow service';
-    cur = (cur as { cause?: unknown }).cause;
-  }
+  const status = grpcStatus(err);
+  if (status === GRPC_UNAVAILABLE || status === GRPC_DEADLINE_EXCEEDED) return 'workflow service';
   return undefined;
 }
-
-const GRPC_DEADLINE_EXCEEDED = 4;
-const GRPC_UNAVAILABLE = 14;

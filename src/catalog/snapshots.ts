@@ -79,7 +79,7 @@ export async function reserveSnapshot(db: CatalogDb, r: Reservation, limits: Lim
       .execute();
     let replaces: string | undefined;
     if (counted.length >= limits.maxSnapshotsPerSandbox) {
-      const oldestAuto = r.kind === 'auto' && counted.length === limits.maxSnapshotsPerSandbox ? await replaceableAuto(tx, r.sandboxId) : undefined;
+      const oldestAuto = r.kind === 'auto' && counted.length === limits.maxSnapshotsPerSandbox ? await replaceableAuto(tx, r.sandboxId, limits.urlExpirySeconds) : undefined;
       if (!oldestAuto) {
         throw new CagedError(
           'limit_exceeded',
@@ -118,11 +118,13 @@ export async function reserveSnapshot(db: CatalogDb, r: Reservation, limits: Lim
 }
 
 /**
- * The oldest ready auto snapshot of the sandbox that no running restore, fork or export reads,
- * locked: a reader claims under the same row lock (claimSnapshotForRead), so it either registered
- * before this look (and the snapshot is skipped) or finds the snapshot deleting.
+ * The oldest ready auto snapshot of the sandbox that nothing reads: no running restore, fork or
+ * export, and no export whose download URL may still be in use (handed out within the URL's
+ * lifetime: replacing the snapshot would delete the archive behind it). Locked: a reader claims
+ * under the same row lock (claimSnapshotForRead), so it either registered before this look (and
+ * the snapshot is skipped) or finds the snapshot deleting.
  */
-async function replaceableAuto(tx: CatalogDb, sandboxId: string): Promise<string | undefined> {
+async function replaceableAuto(tx: CatalogDb, sandboxId: string, urlExpirySeconds: number): Promise<string | undefined> {
   const row = await tx
     .selectFrom('snapshots as s')
     .select('s.id')
@@ -135,8 +137,13 @@ async function replaceableAuto(tx: CatalogDb, sandboxId: string): Promise<string
           selectFrom('operations as o')
             .select('o.id')
             .whereRef('o.snapshot_id', '=', 's.id')
-            .where('o.status', '=', 'running')
-            .where('o.type', 'in', READERS),
+            .where('o.type', 'in', READERS)
+            .where((w) =>
+              w.or([
+                w('o.status', '=', 'running'),
+                w.and([w('o.type', '=', 'export'), w('o.status', '=', 'succeeded'), w('o.finished_at', '>', sql<Date>`now() - make_interval(secs => ${urlExpirySeconds})`)]),
+              ]),
+            ),
         ),
       ),
     )

@@ -1,9 +1,10 @@
 import { WorkflowIdConflictPolicy } from '@temporalio/client';
 import type { AppContext } from './context.js';
 import type { OperationRow, SandboxRow } from '../catalog/schema.js';
-import { insertOperation } from '../catalog/operations.js';
+import { finishOperation, insertOperation } from '../catalog/operations.js';
 import { touchSandbox } from '../catalog/sandboxes.js';
-import { getSnapshot } from '../catalog/snapshots.js';
+import { discardReservation, getSnapshot } from '../catalog/snapshots.js';
+import { GRPC_UNAVAILABLE, grpcStatus } from './workflow-errors.js';
 import { operationDeadlineSeconds } from './deadline.js';
 import {
   cancelOperationSignal,
@@ -82,12 +83,27 @@ export async function submitOperation<T extends OperationRequest['type']>(
     snapshotId: refs.snapshotId ?? null,
     input: fullInput,
   });
-  await ctx.temporal.workflow.signalWithStart(sandboxWorkflow, {
-    ...entityStart(ctx, sandbox),
-    signal: submitOperationSignal,
-    signalArgs: [{ type, input: fullInput } as unknown as OperationRequest],
-  });
+  try {
+    await ctx.temporal.workflow.signalWithStart(sandboxWorkflow, {
+      ...entityStart(ctx, sandbox),
+      signal: submitOperationSignal,
+      signalArgs: [{ type, input: fullInput } as unknown as OperationRequest],
+    });
+  } catch (err) {
+    // UNAVAILABLE: the request never reached Temporal, so nothing will run it: the operation ends
+    // failed and what the request reserved is released. (A timeout is ambiguous: the operation may
+    // have been queued, and GET /v1/operations/{id} reconciles it.)
+    if (grpcStatus(err) === GRPC_UNAVAILABLE) await refused(ctx, type, fullInput as { snapshotId?: string; stagingKey?: string }, operationId);
+    throw err;
+  }
   return row;
+}
+
+async function refused(ctx: AppContext, type: OperationRequest['type'], input: { snapshotId?: string; stagingKey?: string }, operationId: string): Promise<void> {
+  const error = { code: 'unavailable', message: 'the workflow service could not be reached; the operation was not started' };
+  if ((type === 'create_snapshot' || type === 'import') && input.snapshotId) await discardReservation(ctx.db, input.snapshotId);
+  if (type === 'import' && input.stagingKey) await ctx.store.delete(input.stagingKey).catch(() => {});
+  await finishOperation(ctx.db, operationId, { status: 'failed', error });
 }
 
 export async function cancelOperation(ctx: AppContext, sandboxId: string, operationId: string): Promise<void> {

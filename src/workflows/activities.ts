@@ -1,4 +1,4 @@
-import { ActivityCancellationType, deprecatePatch, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, deprecatePatch, isCancellation, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import { CATALOG_LOCAL_ACTIVITIES } from './patches.js';
 import type { CatalogActivities, HostControlActivities, HostDataActivities, StoreDataActivities } from '../activities/index.js';
 
@@ -46,6 +46,28 @@ export const objectStore = withDeprecatedPatch(
   CATALOG_LOCAL_ACTIVITIES,
 );
 
+/** Progress-only steps: two short attempts, then the operation goes on without them. */
+const progressSteps = withDeprecatedPatch(
+  proxyLocalActivities<Pick<CatalogActivities, 'reportStep'>>({
+    startToCloseTimeout: '5 seconds',
+    scheduleToCloseTimeout: '12 seconds',
+    retry: { initialInterval: '500 milliseconds', maximumAttempts: 2 },
+  }),
+  CATALOG_LOCAL_ACTIVITIES,
+);
+
+/**
+ * Records the step an operation is in. Best-effort: an unreachable catalog must not hold an
+ * operation back, least of all one whose sandbox is stopped meanwhile (a swap, a rollback).
+ */
+export async function reportStep(operationId: string, step: string, bytesTotal?: number | null): Promise<void> {
+  try {
+    await progressSteps.reportStep(operationId, step, bytesTotal);
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+  }
+}
+
 /** The same steps as ordinary activities: the sandbox workflow before patch catalog-local-activities. */
 export const remoteCatalog = proxyActivities<CatalogActivities>(SHORT_STEP);
 
@@ -64,7 +86,9 @@ const DATA_MOVER = {
  * the heartbeat timeout and the step is retried on another worker of the host's queue.
  */
 export function hostActivities(taskQueue: string) {
-  const control = proxyActivities<HostControlActivities>({ taskQueue, ...SHORT_STEP, startToCloseTimeout: '60 seconds' });
+  // Control steps heartbeat every second: a dead worker's step is retried within 10 s, not after
+  // its 60 s start-to-close, while the sandbox may be stopped.
+  const control = proxyActivities<HostControlActivities>({ taskQueue, ...SHORT_STEP, startToCloseTimeout: '60 seconds', heartbeatTimeout: '10 seconds' });
   const data = proxyActivities<HostDataActivities>({ taskQueue, ...DATA_MOVER });
   return { control, data };
 }

@@ -1,12 +1,12 @@
 import type { ExportInput } from '../shared/definitions.js';
-import { catalog, sharedData } from './activities.js';
+import { catalog, reportStep, sharedData } from './activities.js';
 import { runOperation } from './operation.js';
 
 /** A .tar.gz of the snapshot and a URL to fetch it; a repeated export reuses the archive. */
 export async function exportWorkflow(input: ExportInput) {
   return runOperation(input.operationId, async () => {
     const snap = await catalog.claimSnapshotForRead(input.snapshotId);
-    await catalog.reportStep(input.operationId, 'exporting', snap.sizeBytes);
+    await reportStep(input.operationId, 'exporting', snap.sizeBytes);
     const archive = await sharedData.exportArchive({
       operationId: input.operationId,
       snapshotId: input.snapshotId,

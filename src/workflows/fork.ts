@@ -1,7 +1,7 @@
 import { CancellationScope, patched } from '@temporalio/workflow';
 import type { ForkInput } from '../shared/definitions.js';
-import { catalog, hostActivities } from './activities.js';
-import { runOperation } from './operation.js';
+import { catalog, hostActivities, reportStep } from './activities.js';
+import { runOperation, throwIfCancelled } from './operation.js';
 import { finishSwap, restoreInto } from './restore-steps.js';
 import { COMMIT_POINTS } from './patches.js';
 
@@ -13,10 +13,12 @@ export async function forkWorkflow(input: ForkInput) {
       await control.destroySandbox(input.newSandboxId);
       await catalog.setSandboxState(input.newSandboxId, 'deleted');
     });
-    await catalog.reportStep(input.operationId, 'creating');
+    await reportStep(input.operationId, 'creating');
     // Disk steps are not cancelled half-way, so the removal never races with them.
     await CancellationScope.nonCancellable(() => control.createEmptySandbox(input.newSandboxId));
     const out = await restoreInto({ operationId: input.operationId, snapshotId: input.snapshotId, targetSandboxId: input.newSandboxId, hostQueue: input.hostQueue }, saga);
+    // A cancel that arrived while the disk steps ran is honoured here, before the commit point.
+    if (patched(COMMIT_POINTS)) throwIfCancelled();
     await CancellationScope.nonCancellable(async () => {
       await finishSwap(control, saga, input.newSandboxId, input.operationId);
       await catalog.setSandboxState(input.newSandboxId, 'running');

@@ -1,7 +1,7 @@
-import { patched } from '@temporalio/workflow';
+import { CancellationScope, patched } from '@temporalio/workflow';
 import type { ImportInput } from '../shared/definitions.js';
 import { COMMIT_POINTS } from './patches.js';
-import { catalog, objectStore, sharedData } from './activities.js';
+import { catalog, objectStore, reportStep, sharedData } from './activities.js';
 import { runOperation } from './operation.js';
 import { snapshotObjectKey } from './snapshot-steps.js';
 
@@ -15,19 +15,21 @@ export async function importWorkflow(input: ImportInput) {
     saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(input.snapshotId, why.code, why.message));
     saga.add('delete partial object', () => objectStore.deleteObject(objectKey));
     saga.add('delete upload', () => objectStore.deleteObject(input.stagingKey));
-    await catalog.reportStep(input.operationId, 'converting');
+    await reportStep(input.operationId, 'converting');
     const { sizeBytes, sha256 } = await sharedData.convertImport({
       operationId: input.operationId,
       snapshotId: input.snapshotId,
       stagingKey: input.stagingKey,
       objectKey,
     });
-    await catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256);
     if (patched(COMMIT_POINTS)) {
+      // Not cancelled mid-commit: the saga would delete a ready snapshot's object.
+      await CancellationScope.nonCancellable(() => catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256));
       // Commit point: the snapshot is ready; removing the upload is clean-up.
       saga.commit();
       saga.afterSuccess('delete upload', () => objectStore.deleteObject(input.stagingKey));
     } else {
+      await catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256);
       await objectStore.deleteObject(input.stagingKey);
     }
     return { snapshot_id: input.snapshotId, size_bytes: sizeBytes, sha256 };

@@ -1,5 +1,5 @@
-import { ApplicationFailure, CancellationScope, condition, isCancellation, log, patched } from '@temporalio/workflow';
-import { catalog } from './activities.js';
+import { ApplicationFailure, CancellationScope, CancelledFailure, condition, isCancellation, log, patched } from '@temporalio/workflow';
+import { catalog, reportStep } from './activities.js';
 import { describeFailure, type FailureInfo } from './failure.js';
 import { Saga } from './saga.js';
 import { COMMIT_POINTS } from './patches.js';
@@ -40,7 +40,7 @@ export async function runOperation<T>(
         ? { code: 'cancelled', message: 'the operation was cancelled' }
         : describeFailure(err);
     if (withDeadline && saga.hasCompensations()) {
-      await CancellationScope.nonCancellable(() => catalog.reportStep(operationId, 'rolling_back'));
+      await CancellationScope.nonCancellable(() => reportStep(operationId, 'rolling_back'));
     }
     const undoFailed = await saga.compensate(why);
     if (undoFailed.length) log.error('compensations failed', { operationId, undoFailed });
@@ -76,4 +76,12 @@ async function runWithDeadline<T>(ms: number, fn: () => Promise<T>, onExpired: (
     done = true;
     await watch;
   }
+}
+
+/**
+ * Throws the cancellation now if the operation was cancelled (or ran past its deadline) while a
+ * step that cannot be interrupted ran; used before a commit point, so such a cancel still rolls back.
+ */
+export function throwIfCancelled(): void {
+  if (CancellationScope.current().consideredCancelled) throw new CancelledFailure('the operation was cancelled');
 }

@@ -1,6 +1,6 @@
 import { CancellationScope, isCancellation, patched, uuid4, workflowInfo } from '@temporalio/workflow';
 import type { PauseInput } from '../shared/definitions.js';
-import { catalog, hostActivities } from './activities.js';
+import { catalog, hostActivities, reportStep } from './activities.js';
 import { runOperation } from './operation.js';
 import { takeSnapshot } from './snapshot-steps.js';
 import { describeFailure } from './failure.js';
@@ -25,12 +25,13 @@ export async function pauseWorkflow(input: PauseInput): Promise<PauseResult> {
     const state = await catalog.getSandboxState(input.sandboxId);
     if (state === 'paused') return { already_paused: true };
     const { control } = hostActivities(input.hostQueue);
-    await catalog.reportStep(input.operationId, 'quiescing');
+    await reportStep(input.operationId, 'quiescing');
     saga.add('resume sandbox', async () => {
       await control.resumeSandbox(input.sandboxId);
       await catalog.setSandboxState(input.sandboxId, 'running');
     });
-    await control.quiesceSandbox(input.sandboxId);
+    // Not cancelled half-way: the compensation's resume must not race a SIGSTOP still landing.
+    await CancellationScope.nonCancellable(() => control.quiesceSandbox(input.sandboxId));
     await catalog.setSandboxState(input.sandboxId, 'paused');
 
     const snapshotId = `snap-${uuid4().replace(/-/g, '').slice(0, 8)}`;
@@ -59,9 +60,11 @@ export async function pauseWorkflow(input: PauseInput): Promise<PauseResult> {
     } catch (err) {
       const why = describeFailure(err);
       if (isolated) {
-        // A cancelled pause is undone whole: the sandbox runs again.
-        if (isCancellation(err) || CancellationScope.current().consideredCancelled) throw err;
-        const undoFailed = await snapSaga.compensate(why);
+        // A cancelled pause is undone whole: its snapshot here, the sandbox running again by the
+        // parent saga once this rethrows.
+        const cancelled = isCancellation(err) || CancellationScope.current().consideredCancelled;
+        const undoFailed = await snapSaga.compensate(cancelled ? { code: 'cancelled', message: 'the operation was cancelled' } : why);
+        if (cancelled) throw err;
         const reason = undoFailed.length ? `${why.message} (rollback steps failed: ${undoFailed.join(', ')})` : why.message;
         return { snapshot_skipped: { code: why.code, reason } };
       }

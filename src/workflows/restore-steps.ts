@@ -1,6 +1,6 @@
 import { CancellationScope, deprecatePatch } from '@temporalio/workflow';
 import { DISCARD_ROOT_AFTER_SUCCESS } from './patches.js';
-import { catalog, hostActivities } from './activities.js';
+import { catalog, hostActivities, reportStep } from './activities.js';
 import type { Saga } from './saga.js';
 import { describeFailure } from './failure.js';
 
@@ -17,10 +17,22 @@ export interface RestoreArgs {
  * it, the compensation puts the previous root back. The caller has stopped the target's processes.
  */
 export async function restoreInto(a: RestoreArgs, saga: Saga): Promise<{ sha256: string; size_bytes: number }> {
+  const { snap } = await stageInto(a, saga);
+  await reportStep(a.operationId, 'swapping');
+  await swapInto(a);
+  return { sha256: snap.sha256, size_bytes: snap.sizeBytes };
+}
+
+/**
+ * Claims the snapshot and extracts it beside the target's root, verifying its sha256; the root and
+ * the target's processes are not touched. The undo removes the staging directory (and, once
+ * swapped, puts the previous root back); the returned function disarms it.
+ */
+export async function stageInto(a: RestoreArgs, saga: Saga) {
   const { control, data } = hostActivities(a.hostQueue);
   const snap = await catalog.claimSnapshotForRead(a.snapshotId);
-  await catalog.reportStep(a.operationId, 'extracting', snap.sizeBytes);
-  saga.add('roll back root', () => control.rollbackRoot(a.targetSandboxId, a.operationId));
+  await reportStep(a.operationId, 'extracting', snap.sizeBytes);
+  const disarmRollback = saga.add('roll back root', () => control.rollbackRoot(a.targetSandboxId, a.operationId));
   await data.stageSnapshot({
     operationId: a.operationId,
     sandboxId: a.targetSandboxId,
@@ -29,10 +41,13 @@ export async function restoreInto(a: RestoreArgs, saga: Saga): Promise<{ sha256:
     sha256: snap.sha256,
     sizeBytes: snap.sizeBytes,
   });
-  await catalog.reportStep(a.operationId, 'swapping');
-  // Not cancelled mid-rename: the rollback must not run while the swap still moves directories.
+  return { snap, disarmRollback };
+}
+
+/** Staging becomes the root. Not cancelled mid-rename: the rollback must not run while the swap still moves directories. */
+export async function swapInto(a: RestoreArgs): Promise<void> {
+  const { control } = hostActivities(a.hostQueue);
   await CancellationScope.nonCancellable(() => control.swapRoot(a.targetSandboxId, a.operationId));
-  return { sha256: snap.sha256, size_bytes: snap.sizeBytes };
 }
 
 /**

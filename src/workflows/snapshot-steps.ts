@@ -1,4 +1,4 @@
-import { deprecatePatch, patched } from '@temporalio/workflow';
+import { CancellationScope, deprecatePatch, patched } from '@temporalio/workflow';
 import { catalog, hostActivities, objectStore } from './activities.js';
 import type { Saga } from './saga.js';
 import { failureCode } from './failure.js';
@@ -50,7 +50,10 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
     resume,
   });
 
-  await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256, a.operationId);
+  // The commit step itself is not cancelled: a cancel that interrupted it after the row became
+  // ready would make the saga delete a ready snapshot's object.
+  if (committed) await CancellationScope.nonCancellable(() => catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256, a.operationId));
+  else await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256, a.operationId);
   const result = { snapshot_id: a.snapshotId, size_bytes: sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
   if (!committed) {
     if (replaces) await deleteSnapshotData(replaces, a.operationId);

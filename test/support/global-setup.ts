@@ -82,6 +82,9 @@ export default async function setup(project: TestProject) {
   }
 
   return async () => {
+    // What the fault tests measured, for the run's report (test/support/figures.ts).
+    const figures = path.join(logDir, 'figures.jsonl');
+    if (fs.existsSync(figures)) process.stdout.write(`\nfigures measured by the fault tests (${figures}):\n${fs.readFileSync(figures, 'utf8')}`);
     await temporal?.stop();
     if (moto) await stopChild(moto);
     if (s3rver) await stopChild(s3rver);

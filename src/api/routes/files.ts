@@ -1,3 +1,4 @@
+import type { SandboxRow } from '../../catalog/schema.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { finished, Transform, type Readable, type Writable } from 'node:stream';
 import type { AppContext } from '../../service/context.js';
@@ -44,6 +45,15 @@ function drainThenDrop(source: Readable, from: Writable): void {
  * Raw file access inside a sandbox. Registered in its own scope whose only body parser passes the
  * request stream through, so uploads are streamed to disk whatever their content type.
  */
+/**
+ * Files change only in a running sandbox: a paused one's tree is what its auto snapshot holds, and
+ * a write acknowledged now would be missing from it.
+ */
+function assertWritable(sandbox: SandboxRow): void {
+  if (sandbox.state === 'creating') throw new CagedError('invalid_state', `sandbox ${sandbox.id} is still being created`);
+  if (sandbox.state !== 'running') throw new CagedError('invalid_state', `sandbox ${sandbox.id} is ${sandbox.state}; resume it first`);
+}
+
 export async function fileRoutes(app: FastifyInstance, ctx: AppContext) {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
@@ -59,7 +69,7 @@ export async function fileRoutes(app: FastifyInstance, ctx: AppContext) {
 
   app.put('/v1/sandboxes/:id/files/*', async (req, reply) => {
     const { sandbox, path } = await target(req);
-    if (sandbox.state === 'creating') throw new CagedError('invalid_state', `sandbox ${sandbox.id} is still being created`);
+    assertWritable(sandbox);
     const max = ctx.config.limits.maxFileUploadBytes;
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (declared > max) {
@@ -78,6 +88,8 @@ export async function fileRoutes(app: FastifyInstance, ctx: AppContext) {
       await ctx.runtime.writeFile(sandbox.id, path, body);
     } catch (err) {
       if (err instanceof CagedError && err.code === 'too_large') drainThenDrop(source, body);
+      // The write went to a root that a restore swapped out meanwhile: nothing was written.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CagedError('conflict', `the files of sandbox ${sandbox.id} were replaced while this upload ran (a restore); nothing was written, upload again`);
       throw err;
     }
     await recordActivity(ctx, sandbox);
@@ -93,6 +105,7 @@ export async function fileRoutes(app: FastifyInstance, ctx: AppContext) {
 
   app.delete('/v1/sandboxes/:id/files/*', async (req, reply) => {
     const { sandbox, path } = await target(req);
+    assertWritable(sandbox);
     await ctx.runtime.deleteFile(sandbox.id, path);
     await recordActivity(ctx, sandbox);
     return reply.status(204).send();
