@@ -14,7 +14,8 @@ import {
   reserveSnapshot,
   setSnapshotProgress,
 } from '../src/catalog/snapshots.js';
-import { finishOperation, getOperation, insertOperation, listOperations, operationDto, setOperationProgress } from '../src/catalog/operations.js';
+import { finishOperation, getOperation, insertOperation, listOperations, setOperationProgress } from '../src/catalog/operations.js';
+import { operationDto } from '../src/api/dto.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../src/catalog/idempotency.js';
 import { migrations } from '../src/catalog/migrations/index.js';
 import { loadConfig, type Limits } from '../src/config.js';

@@ -255,4 +255,18 @@ describe('npm start (caged dev)', () => {
       blocker.close();
     }
   }, 120_000);
+
+  it('a caged dev that is SIGKILLed takes its Temporal server with it, and the next start on the same data dir comes up', async () => {
+    const run = await startDev();
+    process.kill(run.child.pid!, 'SIGKILL');
+    await run.exited;
+    // The server got SIGTERM from the kernel when its parent died (setpriv --pdeathsig).
+    for (let i = 0; alive(run.temporalPid); i++) {
+      if (i > 100) throw new Error(`temporal dev server ${run.temporalPid} outlived its killed parent`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const again = await startDev();
+    expect((await fetch(`${again.apiUrl}/healthz`)).status).toBe(200);
+    await interrupt(again);
+  }, 180_000);
 });

@@ -92,23 +92,3 @@ export async function finishOperation(db: CatalogDb, id: string, o: OperationOut
     .execute();
 }
 
-export function operationDto(o: OperationRow) {
-  return {
-    id: o.id,
-    type: o.type,
-    status: o.status,
-    sandbox_id: o.sandbox_id,
-    snapshot_id: o.snapshot_id,
-    progress: {
-      step: o.step,
-      bytes_done: Number(o.bytes_done),
-      ...(o.bytes_total === null ? {} : { bytes_total: Number(o.bytes_total) }),
-      // Only a running operation is retrying; a finished one's error says how it ended.
-      ...(o.status === 'running' && o.retrying ? { retrying: o.retrying } : {}),
-    },
-    ...(o.result === null ? {} : { result: o.result }),
-    ...(o.error_code ? { error: { code: o.error_code, message: o.error_message ?? '' } } : {}),
-    created_at: o.created_at.toISOString(),
-    ...(o.finished_at ? { finished_at: o.finished_at.toISOString() } : {}),
-  };
-}

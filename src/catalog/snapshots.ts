@@ -274,19 +274,6 @@ export async function markSnapshotDeleted(db: CatalogDb, id: string): Promise<vo
   await db.updateTable('snapshots').set({ state: 'deleted', updated_at: sql`now()` }).where('id', '=', id).execute();
 }
 
-export function snapshotDto(s: SnapshotRow) {
-  return {
-    id: s.id,
-    sandbox_id: s.sandbox_id,
-    name: s.name,
-    kind: s.kind,
-    state: s.state,
-    size_bytes: s.state === 'ready' || s.state === 'deleting' ? num(s.size_bytes) : s.size_bytes === null ? null : num(s.size_bytes),
-    sha256: s.sha256,
-    created_at: s.created_at.toISOString(),
-    ...(s.error_code ? { error: { code: s.error_code, message: s.error_message ?? '' } } : {}),
-  };
-}
 
 /** A refused import leaves nothing behind, not even a failed row. */
 export async function discardReservation(db: CatalogDb, id: string): Promise<void> {

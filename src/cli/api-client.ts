@@ -1,3 +1,5 @@
+import { get as httpGet, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { Readable } from 'node:stream';
 
 export const DEFAULT_API_URL = 'http://127.0.0.1:8080';
@@ -49,6 +51,29 @@ export class ApiClient {
   /** Resolves server-relative URLs (as local download links are) against the API base. */
   resolve(pathOrUrl: string): string {
     return pathOrUrl.startsWith('/') ? `${this.baseUrl}${pathOrUrl}` : pathOrUrl;
+  }
+
+  /**
+   * GETs a (possibly large) body as a Node stream through node:http(s), not fetch: the undici in
+   * Node 24 throws an uncatchable assertion when a server closes the connection while the body waits
+   * on backpressure (nodejs/undici#5360), which a download to a slow disk does. Non-2xx rejects.
+   */
+  async download(pathOrUrl: string): Promise<IncomingMessage> {
+    const url = new URL(this.resolve(pathOrUrl));
+    const headers: Record<string, string> = {};
+    // Absolute URLs are presigned object-store links: an Authorization header there would be rejected.
+    if (pathOrUrl.startsWith('/') && this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      (url.protocol === 'https:' ? httpsGet : httpGet)(url, { headers }, resolve).on('error', (err) =>
+        reject(new Error(`cannot reach ${url.origin}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)),
+      );
+    });
+    if (!res.statusCode || res.statusCode >= 300) {
+      let text = '';
+      for await (const chunk of res) if (text.length < 4096) text += String(chunk);
+      throw new Error(`download failed: HTTP ${res.statusCode ?? '?'} ${text.slice(0, 500)}`);
+    }
+    return res;
   }
 
   /** Sends a request and returns the response as is, for callers that stream the body. */

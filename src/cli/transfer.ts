@@ -3,7 +3,6 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { Readable, Transform, pipeline as pipelineCb } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { SingleBar } from 'cli-progress';
 import type { ApiClient } from './api-client.js';
 import { formatBytes } from './format.js';
@@ -37,9 +36,8 @@ function meter(label: string, total: number | undefined): { counter: Transform; 
  * checksum matches: a half-written or corrupted file never sits under the name the user asked for.
  */
 export async function downloadVerified(client: ApiClient, url: string, file: string, sha256: string): Promise<number> {
-  const res = await client.raw('GET', url);
-  if (!res.body) throw new Error('download returned no body');
-  const length = Number(res.headers.get('content-length')) || undefined;
+  const res = await client.download(url);
+  const length = Number(res.headers['content-length']) || undefined;
   const partial = `${file}.partial`;
   const hash = createHash('sha256');
   const { counter, stop } = meter('downloading', length);
@@ -52,7 +50,7 @@ export async function downloadVerified(client: ApiClient, url: string, file: str
     },
   });
   try {
-    await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), hasher, counter, createWriteStream(partial));
+    await pipeline(res, hasher, counter, createWriteStream(partial));
     stop();
     const actual = hash.digest('hex');
     if (actual !== sha256.toLowerCase()) throw new Error(`checksum mismatch: expected ${sha256}, got ${actual}`);

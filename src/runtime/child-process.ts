@@ -6,12 +6,7 @@ export async function waitForPort(host: string, port: number, timeoutMs: number,
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child && child.exitCode !== null) throw new Error(`process exited with code ${child.exitCode} before listening on ${port}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host, port });
-      s.once('connect', () => { s.destroy(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
+    if (await portInUse(host, port)) return;
     if (Date.now() > deadline) throw new Error(`nothing listened on ${host}:${port} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -55,4 +50,16 @@ export async function freeTemporalPort(): Promise<number> {
     if (p < 64_000 && (await portIsFree(p + 1000))) return p;
   }
   throw new Error('no free pair of ports for the Temporal dev server');
+}
+
+/** Whether something accepts TCP connections on host:port right now. */
+export function portInUse(host: string, port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const s = net.connect({ host, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }

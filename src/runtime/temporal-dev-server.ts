@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { temporalCliPath } from './tools.js';
-import { waitForPort, stopChild } from './child-process.js';
+import { portInUse, waitForPort, stopChild } from './child-process.js';
 import { SEARCH_ATTRIBUTES } from '../shared/definitions.js';
 
 export interface DevServerOptions {
@@ -37,8 +37,14 @@ export async function startTemporalDevServer(opts: DevServerOptions): Promise<De
   for (const name of Object.values(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=Keyword`);
   // Lets the sandbox workflow take Updates-with-Start and keeps history small in tests.
   args.push('--dynamic-config-value', 'frontend.enableUpdateWorkflowExecution=true');
+  // Something already listening there would be taken for this server, which then exits at once.
+  if (await portInUse('127.0.0.1', opts.port)) {
+    throw new Error(`port ${opts.port} is already in use (a Temporal dev server left behind by a caged dev that was killed?); stop it or set CAGED_TEMPORAL_PORT`);
+  }
   const out = opts.logFile ? fs.openSync(opts.logFile, 'a') : 'ignore';
-  const child = spawn(cli, args, { stdio: ['ignore', out, out] });
+  // setpriv --pdeathsig: the server goes when its parent does, even when the parent is SIGKILLed
+  // (a graceful stop stops it too); util-linux, like the setsid the sandbox runtime needs.
+  const child = spawn('setpriv', ['--pdeathsig', 'TERM', '--', cli, ...args], { stdio: ['ignore', out, out] });
   if (typeof out === 'number') fs.closeSync(out);
   try {
     await waitForPort('127.0.0.1', opts.port, 60_000, child);

@@ -1,8 +1,6 @@
 import type { AppContext } from './context.js';
 import { getSnapshotSandbox, insertSandbox, setSandboxState } from '../catalog/sandboxes.js';
-import { assertReady, getAccountSnapshot, snapshotDto } from '../catalog/snapshots.js';
-import { operationDto } from '../catalog/operations.js';
-import { sandboxDto } from '../api/dto.js';
+import { assertReady, getAccountSnapshot } from '../catalog/snapshots.js';
 import { submitOperation } from './operations.js';
 import { newSandboxId } from '../shared/ids.js';
 
@@ -31,5 +29,5 @@ export async function forkSandbox(ctx: AppContext, accountId: string, snapshotId
     await setSandboxState(ctx.db, sandbox.id, 'deleted').catch(() => {});
     throw err;
   }
-  return { sandbox: sandboxDto(sandbox), snapshot: snapshotDto(snap), operation: operationDto(operation) };
+  return { sandbox, snapshot: snap, operation };
 }

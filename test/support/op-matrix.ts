@@ -1,3 +1,4 @@
+import { verifyTestStack } from './verify.js';
 /**
  * What the fault matrices (worker-kill-matrix, cancel-matrix) share: how to set up and start each
  * operation type through the API, how to check what it produced (or that it was rolled back), and
@@ -8,7 +9,6 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
 import { expect } from 'vitest';
 import type { TestStack } from './stack.js';
 import type { apiClient } from './http.js';
@@ -89,6 +89,8 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
     for (const s of live) expect(await stack.store.head(s.object_key), `archive of ready snapshot ${s.id}`).toBeTruthy();
     const running = await stack.db.selectFrom('operations').select(['id', 'type']).where('account_id', '=', accountId).where('sandbox_id', 'in', sandboxIds).where('status', '=', 'running').execute();
     expect(running).toEqual([]);
+    // And the consistency checker (deep: every ready snapshot's sha256) finds nothing either.
+    expect(await verifyTestStack(stack, [accountId], { deep: true })).toEqual([]);
   }
 
   /** Swap directories that must be gone once an operation's workflow has closed. */
@@ -209,7 +211,9 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
             const res = await fetch(result.url);
             expect(res.status).toBe(200);
             const file = path.join(stack.dir, `${snap}.tar.gz`);
-            await pipeline(Readable.fromWeb(res.body as never), fs.createWriteStream(file));
+            // Read whole, not piped: a body held back by backpressure when the server closes trips
+            // an uncatchable assertion in Node 24's undici (nodejs/undici#5360).
+            fs.writeFileSync(file, Buffer.from(await res.arrayBuffer()));
             expect(sha256File(file)).toBe(result.sha256);
             const out = path.join(stack.dir, `export-${snap}`);
             gnuExtract(file, out, 'gzip');

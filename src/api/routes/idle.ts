@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { operationDto } from '../dto.js';
 import type { AppContext } from '../../service/context.js';
 import { isAdmin, requireAccount } from '../auth.js';
 import { sandboxIdParam } from './sandboxes.js';
 import { getSandbox } from '../../catalog/sandboxes.js';
-import { operationDto } from '../../catalog/operations.js';
 import { submitOperation } from '../../service/operations.js';
 import { CagedError } from '../../shared/errors.js';
 

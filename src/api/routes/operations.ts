@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { operationDto } from '../dto.js';
 import { z } from 'zod';
 import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
-import { getAccountOperation, listOperations, operationDto } from '../../catalog/operations.js';
+import { getAccountOperation, listOperations } from '../../catalog/operations.js';
 import { reconcileOperation } from '../../service/reconcile.js';
 import { cancelOperation } from '../../service/operations.js';
 import { retryOperation } from '../../service/retry.js';

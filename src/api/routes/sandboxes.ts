@@ -1,10 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { operationDto, sandboxDto, snapshotDto } from '../dto.js';
 import { z } from 'zod';
-import { operationDto } from '../../catalog/operations.js';
 import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
 import { idempotent } from '../idempotency.js';
-import { sandboxDto } from '../dto.js';
 import { getAccountSandbox, listSandboxes } from '../../catalog/sandboxes.js';
 import { listSessions, recordExecEnd, recordExecStart } from '../../catalog/sessions.js';
 import { recordActivity, submitOperation } from '../../service/operations.js';
@@ -45,7 +44,7 @@ export function sandboxRoutes(app: FastifyInstance, ctx: AppContext) {
       if (body.from_snapshot) {
         if (body.template || body.resources) throw new CagedError('invalid_input', 'a fork takes its template and resources from the snapshot; omit template and resources');
         const out = await forkSandbox(ctx, account.id, body.from_snapshot, body.idle_timeout_s);
-        return { status: 202, body: out };
+        return { status: 202, body: { sandbox: sandboxDto(out.sandbox), snapshot: snapshotDto(out.snapshot), operation: operationDto(out.operation) } };
       }
       const sandbox = await createSandbox(ctx, account.id, {
         template: body.template,

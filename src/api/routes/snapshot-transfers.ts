@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { operationDto, snapshotDto } from '../dto.js';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import type { AppContext } from '../../service/context.js';
@@ -7,8 +8,7 @@ import { idempotent } from '../idempotency.js';
 import { sandboxIdParam } from './sandboxes.js';
 import { snapshotIdParam } from './snapshots.js';
 import { getAccountSandbox, getSnapshotSandbox } from '../../catalog/sandboxes.js';
-import { assertReady, getAccountSnapshot, snapshotDto, SNAPSHOT_NAME_RE } from '../../catalog/snapshots.js';
-import { operationDto } from '../../catalog/operations.js';
+import { assertReady, getAccountSnapshot, SNAPSHOT_NAME_RE } from '../../catalog/snapshots.js';
 import { submitOperation } from '../../service/operations.js';
 import { importSnapshot } from '../../service/import.js';
 import { checkDownload } from '../../shared/signed-url.js';

@@ -1,12 +1,12 @@
 import type { FastifyInstance } from 'fastify';
+import { operationDto, snapshotDto } from '../dto.js';
 import { z } from 'zod';
-import { operationDto } from '../../catalog/operations.js';
 import type { AppContext } from '../../service/context.js';
 import { accountOf } from '../auth.js';
 import { idempotent } from '../idempotency.js';
 import { sandboxIdParam } from './sandboxes.js';
 import { getAccountSandbox, getSnapshotSandbox } from '../../catalog/sandboxes.js';
-import { activeReader, getAccountSnapshot, listSandboxSnapshots, reserveSnapshot, snapshotDto } from '../../catalog/snapshots.js';
+import { activeReader, getAccountSnapshot, listSandboxSnapshots, reserveSnapshot } from '../../catalog/snapshots.js';
 import { submitOperation } from '../../service/operations.js';
 import { snapshotObjectKey } from '../../workflows/snapshot-steps.js';
 import { newSnapshotId, SNAPSHOT_ID_RE } from '../../shared/ids.js';
