@@ -16,8 +16,7 @@ import { killAllChildren } from './processes.js';
 import { describeTree, gnuExtract, populateTree, sha256File, type TreeEntry } from './tree.js';
 import { openUploadKeys } from './s3.js';
 import { getSnapshot } from '../../src/catalog/snapshots.js';
-
-const MiB = 1024 * 1024;
+import { MiB } from './wait.js';
 
 export interface MatrixEnv {
   stack: TestStack;
