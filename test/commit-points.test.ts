@@ -9,7 +9,7 @@ import { describeTree } from './support/tree.js';
 import { getSnapshot, listSandboxSnapshots } from '../src/catalog/snapshots.js';
 import { verifyTestStack } from './support/verify.js';
 
-import { faultRegistry, gate } from './support/faults.js';
+import { faultRegistry } from './support/faults.js';
 import { MiB, sleep } from './support/wait.js';
 
 type Api = ReturnType<typeof apiClient>;
@@ -77,12 +77,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
   }
 
   async function forkHeldAt(api: Api, snapshotId: string) {
-    const g = gate();
-    faults.arm(snapshotId, async (point) => {
-      if (point !== 'restore:extracting') return;
-      g.reached();
-      await g.opened;
-    });
+    const g = faults.hold(snapshotId, 'restore:extracting');
     const r = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });
     expect(r.status, JSON.stringify(r.body)).toBe(202);
     await g.wasReached;
@@ -220,13 +215,7 @@ describe('account byte limit under concurrency', () => {
     const gates = ids.map((id) => {
       // Incompressible, so each archive is about 4 MiB: one fits under 6 MiB, two do not.
       fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(4 * MiB));
-      const g = gate();
-      uploads.arm(id, async (point) => {
-        if (point !== 'upload:progress') return;
-        g.reached();
-        await g.opened;
-      });
-      return g;
+      return uploads.hold(id, 'upload:progress');
     });
     const posted = [];
     for (const id of ids) {

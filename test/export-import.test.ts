@@ -8,7 +8,7 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree, gnuExtract, populateTree } from './support/tree.js';
 import { gz, gzipWithZeros, rawTar, ustarHeader } from './support/tar-builder.js';
-import { faultRegistry, gate } from './support/faults.js';
+import { faultRegistry } from './support/faults.js';
 import { MiB, sleep } from './support/wait.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 
@@ -105,12 +105,7 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
       fs.writeFileSync(path.join(root(id), 'data.bin'), randomBytes(2 * MiB));
       const { snapshotId } = await api.snapshot(id, 'busy');
       // The export blocks at its first progress report until opened.
-      const exporting = gate();
-      faults.arm(snapshotId, async (point) => {
-        if (point !== 'export:progress') return;
-        exporting.reached();
-        await exporting.opened;
-      });
+      const exporting = faults.hold(snapshotId, 'export:progress');
       try {
         const r = await api.call('POST', `/v1/snapshots/${snapshotId}/export`);
         expect(r.status).toBe(202);

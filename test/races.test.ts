@@ -8,8 +8,7 @@ import { describeTree } from './support/tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 import { verifyTestStack } from './support/verify.js';
 import { SA } from '../src/workflows/search-attributes.js';
-
-import { faultRegistry, gate } from './support/faults.js';
+import { faultRegistry } from './support/faults.js';
 import { MiB } from './support/wait.js';
 
 type Api = ReturnType<typeof apiClient>;
@@ -59,12 +58,7 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
 
   /** Holds the first read of the snapshot until released; resolves once the read has begun. */
   async function holdRead(snapshotId: string) {
-    const read = gate();
-    faults.arm(snapshotId, async (point) => {
-      if (point !== 'restore:extracting') return;
-      read.reached();
-      await read.opened;
-    });
+    const read = faults.hold(snapshotId, 'restore:extracting');
     return {
       started: read.wasReached,
       release: () => {

@@ -7,7 +7,7 @@ import { startStack, type TestStack } from './support/stack.js';
 import { finalAttempt } from './support/history.js';
 import { apiClient } from './support/http.js';
 import { describeTree, populateTree } from './support/tree.js';
-import { faultRegistry, gate } from './support/faults.js';
+import { faultRegistry } from './support/faults.js';
 import { MiB, sleep, waitFor } from './support/wait.js';
 import { DATA_HEARTBEAT_TIMEOUT_MS } from '../src/workflows/activities.js';
 
@@ -298,12 +298,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
 
     /** Holds the restore inside the step at `point` until the cancel has reached its workflow. */
     async function cancelWhileAt(id: string, snapshotId: string, point: string) {
-      const step = gate();
-      faults.arm(id, async (p) => {
-        if (p !== point) return;
-        step.reached();
-        await step.opened;
-      });
+      const step = faults.hold(id, point);
       try {
         const opId = await restore(snapshotId);
         await step.wasReached;

@@ -20,11 +20,21 @@ export function faultRegistry() {
     hook,
     arm: (id: string, fault: FaultHook) => void armed.set(id, fault),
     disarm: (id: string) => void armed.delete(id),
+    /** Arms a fault on `id` that holds every call at `point` until the gate it returns is opened. */
+    hold(id: string, point: string) {
+      const held = gate();
+      armed.set(id, async (p) => {
+        if (p !== point) return;
+        held.reached();
+        await held.opened;
+      });
+      return held;
+    },
   };
 }
 
 /** A gate a fault hook waits on (`reached()`, then `await opened`), and a promise that says the hook was reached. */
-export function gate() {
+function gate() {
   let open!: () => void;
   let reached!: () => void;
   const opened = new Promise<void>((r) => (open = r));
