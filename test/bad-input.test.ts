@@ -14,6 +14,7 @@ import { errorHandler } from '../src/api/errors.js';
 import { apiLogSerializers, logUrl, scrubSignedUrls } from '../src/api/input-guards.js';
 import { signDownload } from '../src/shared/signed-url.js';
 import { loadConfig } from '../src/config.js';
+import { MiB } from './support/wait.js';
 
 /**
  * Issue 8, "Bad input and access": inputs that used to reach PostgreSQL, the file system or the
@@ -22,7 +23,6 @@ import { loadConfig } from '../src/config.js';
  * for its exact status and code, and for what it left behind (rows, files, blobs).
  */
 
-const MiB = 1024 * 1024;
 const MAX_SANDBOXES = 3;
 const MAX_UPLOAD = 1 * MiB;
 const MAX_SNAPSHOT = 4 * MiB;

@@ -14,8 +14,8 @@ import { FsBlobStore } from '../src/storage/fs-blob-store.js';
 import { S3BlobStore } from '../src/storage/s3-blob-store.js';
 import { RetryingBlobStore } from '../src/storage/retrying-blob-store.js';
 import { startFaultProxy, type FaultProxy } from './support/s3-fault-proxy.js';
+import { MiB } from './support/wait.js';
 
-const MiB = 1024 * 1024;
 const PART = 5 * MiB; // the S3 minimum, so "more than one part" stays cheap
 const CREDENTIALS = { accessKeyId: 'test', secretAccessKey: 'test' };
 

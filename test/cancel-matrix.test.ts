@@ -7,12 +7,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startStack, type TestStack } from './support/stack.js';
-import { killAllChildren, startWorkerProcess, waitForOutput } from './support/processes.js';
-import { apiClient } from './support/http.js';
+import { describe, expect, inject, it } from 'vitest';
+import { startWorkerProcess, waitForOutput } from './support/processes.js';
 import { stoppedGroupMembers } from './support/sandbox-procs.js';
-import { opMatrix, WORKFLOW_TYPE, type OpType } from './support/op-matrix.js';
+import { matrixStack, WORKFLOW_TYPE, type OpType } from './support/op-matrix.js';
 
 interface CancelCase {
   op: OpType;
@@ -47,25 +45,11 @@ const CASES: CancelCase[] = [
   { op: 'delete_snapshot', point: 'activity:beginDeleteSnapshot', outcome: 'either' },
 ];
 
-let stack: TestStack;
-let m: ReturnType<typeof opMatrix>;
-let api: ReturnType<typeof apiClient>;
-
-beforeAll(async () => {
-  stack = await startStack({ store: 's3', catalog: 'postgres', api: true, workers: false });
-  const acct = await stack.newAccount('cancel-matrix');
-  api = apiClient(stack.apiUrl!, acct.apiKey);
-  m = opMatrix({ stack, api, accountId: acct.id });
-});
-afterEach(async () => killAllChildren());
-afterAll(async () => {
-  await killAllChildren();
-  await stack?.close();
-});
+const env = matrixStack('cancel-matrix');
 
 /** The operation's history in brief (event kinds, activity and marker names), kept in the run's log directory. */
 async function dumpHistory(opId: string): Promise<void> {
-  const events = (await stack.client.workflow.getHandle(opId).fetchHistory()).events ?? [];
+  const events = (await env.stack.client.workflow.getHandle(opId).fetchHistory()).events ?? [];
   const lines = events.map((e) => {
     const [kind, attrs] = Object.entries(e).find(([k, v]) => k.endsWith('EventAttributes') && v) ?? ['?', {}];
     const a = attrs as { activityType?: { name?: string }; markerName?: string; details?: Record<string, { payloads?: { data?: Uint8Array }[] }> };
@@ -77,6 +61,7 @@ async function dumpHistory(opId: string): Promise<void> {
 
 describe.each(CASES)('$op cancelled at $point', (c) => {
   it(`ends ${c.outcome}; rolled back or whole; nothing left stopped or orphaned`, { timeout: 120_000 }, async () => {
+    const { stack, api, m } = env;
     const worker = await startWorkerProcess(stack, `cancel-${c.op}-${c.point.replace(/\W+/g, '_')}`, {
       env: { CAGED_TEST_HOLD: `${WORKFLOW_TYPE[c.op]}:${c.point}`, CAGED_TEST_HOLD_MAX_MS: '4000' },
     });

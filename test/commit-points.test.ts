@@ -9,23 +9,12 @@ import { describeTree } from './support/tree.js';
 import { getSnapshot, listSandboxSnapshots } from '../src/catalog/snapshots.js';
 import { verifyTestStack } from './support/verify.js';
 
-type Hook = (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
+import { faultRegistry } from './support/faults.js';
+import { MiB, sleep } from './support/wait.js';
+
 type Api = ReturnType<typeof apiClient>;
 
-const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Faults armed per sandbox or snapshot id; each test arms only ids it owns. */
-const faults = new Map<string, Hook>();
-
-/** A gate a fault hook waits on, and a promise that says the hook was reached. */
-function gate() {
-  let open!: () => void;
-  let reached!: () => void;
-  const opened = new Promise<void>((r) => (open = r));
-  const wasReached = new Promise<void>((r) => (reached = r));
-  return { open, opened, reached, wasReached };
-}
+const faults = faultRegistry();
 
 describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store', (storeKind) => {
   let stack: TestStack;
@@ -36,12 +25,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
       catalog: 'postgres',
       api: true,
       limits: { maxSnapshotsPerSandbox: 3 },
-      faultHook: async (point, info) => {
-        for (const key of [info.sandboxId, info.snapshotId]) {
-          const hook = key ? faults.get(key) : undefined;
-          if (hook) await hook(point, info);
-        }
-      },
+      faultHook: faults.hook,
     });
   });
   afterAll(async () => stack?.close());
@@ -93,12 +77,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
   }
 
   async function forkHeldAt(api: Api, snapshotId: string) {
-    const g = gate();
-    faults.set(snapshotId, async (point) => {
-      if (point !== 'restore:extracting') return;
-      g.reached();
-      await g.opened;
-    });
+    const g = faults.hold(snapshotId, 'restore:extracting');
     const r = await api.call('POST', '/v1/sandboxes', { from_snapshot: snapshotId });
     expect(r.status, JSON.stringify(r.body)).toBe(202);
     await g.wasReached;
@@ -136,7 +115,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
     expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('paused');
 
     fork.gate.open();
-    faults.delete(oldest);
+    faults.disarm(oldest);
     const forked = await api.waitOp(fork.opId);
     expect(forked.status).toBe('succeeded');
     expect(describeTree(stack.runtime.rootDir(fork.sandboxId))).toEqual(trees[oldest]);
@@ -165,7 +144,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
     expect(await counted(id)).toBe(3);
 
     for (const f of forks) f.gate.open();
-    for (const s of autos) faults.delete(s);
+    for (const s of autos) faults.disarm(s);
     for (const f of forks) expect((await api.waitOp(f.opId)).status).toBe('succeeded');
     await consistent([op.id, ...forks.map((f) => f.opId)]);
   });
@@ -193,13 +172,13 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
     const api = await freshApi();
     const { id, autos } = await sandboxAtLimit(api);
     let injected = 0;
-    faults.set(id, (point) => {
+    faults.arm(id, (point) => {
       if (point !== 'upload:progress') return;
       injected++;
       throw ApplicationFailure.create({ type: 'storage_error', message: 'AccessDenied: injected', nonRetryable: true });
     });
     const op = await pause(api, id);
-    faults.delete(id);
+    faults.disarm(id);
     expect(injected).toBe(1);
     expect(op.status).toBe('succeeded');
     expect(op.result.snapshot_skipped).toEqual({ code: 'storage_error', reason: 'AccessDenied: injected' });
@@ -217,7 +196,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
 
 describe('account byte limit under concurrency', () => {
   let stack: TestStack;
-  const held = new Map<string, ReturnType<typeof gate>>();
+  const uploads = faultRegistry();
 
   beforeAll(async () => {
     stack = await startStack({
@@ -225,12 +204,7 @@ describe('account byte limit under concurrency', () => {
       catalog: 'postgres',
       api: true,
       limits: { maxAccountBytes: 6 * MiB, maxSnapshotBytes: 5 * MiB },
-      faultHook: async (point, info) => {
-        const g = point === 'upload:progress' && info.sandboxId ? held.get(info.sandboxId) : undefined;
-        if (!g) return;
-        g.reached();
-        await g.opened;
-      },
+      faultHook: uploads.hook,
     });
   });
   afterAll(async () => stack?.close());
@@ -241,9 +215,7 @@ describe('account byte limit under concurrency', () => {
     const gates = ids.map((id) => {
       // Incompressible, so each archive is about 4 MiB: one fits under 6 MiB, two do not.
       fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(4 * MiB));
-      const g = gate();
-      held.set(id, g);
-      return g;
+      return uploads.hold(id, 'upload:progress');
     });
     const posted = [];
     for (const id of ids) {
@@ -272,7 +244,8 @@ describe('account byte limit under concurrency', () => {
 
 describe('operation deadline', () => {
   let stack: TestStack;
-  const slow = new Set<string>();
+  /** Sandboxes whose upload is throttled to 500 ms a chunk. */
+  const slow = faultRegistry();
 
   beforeAll(async () => {
     stack = await startStack({
@@ -281,9 +254,7 @@ describe('operation deadline', () => {
       api: true,
       // Two seconds and no allowance per GiB: any snapshot slower than that is cut short.
       config: { deadline: { baseSeconds: 2, secondsPerGiB: 0 } },
-      faultHook: async (point, info) => {
-        if (point === 'upload:progress' && info.sandboxId && slow.has(info.sandboxId)) await sleep(500);
-      },
+      faultHook: slow.hook,
     });
   });
   afterAll(async () => stack?.close());
@@ -292,7 +263,9 @@ describe('operation deadline', () => {
     const api = apiClient(stack.apiUrl!, (await stack.newAccount()).apiKey);
     const id = await api.createSandbox({ idle_timeout_s: 0 });
     fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(16 * MiB));
-    slow.add(id);
+    slow.arm(id, async (point) => {
+      if (point === 'upload:progress') await sleep(500);
+    });
     const r = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'too-slow' });
     expect(r.status).toBe(202);
     const started = Date.now();
@@ -308,7 +281,7 @@ describe('operation deadline', () => {
     expect(await stack.store.head(snap!.object_key)).toBeNull();
     expect(await stack.runtime.processState(id)).not.toBe('stopped');
 
-    slow.delete(id);
+    slow.disarm(id);
     // Small snapshots fit the same deadline.
     fs.rmSync(path.join(stack.runtime.rootDir(id), 'random.bin'));
     expect((await api.snapshot(id, 'quick')).op.status).toBe('succeeded');

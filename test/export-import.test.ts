@@ -8,10 +8,10 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree, gnuExtract, populateTree } from './support/tree.js';
 import { gz, gzipWithZeros, rawTar, ustarHeader } from './support/tar-builder.js';
+import { faultRegistry } from './support/faults.js';
+import { MiB, sleep } from './support/wait.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 
-const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** The import limits of the stacks below, small enough for bombs to be cheap. */
@@ -29,17 +29,8 @@ async function download(url: string): Promise<{ status: number; body: Buffer; he
   return { status: res.status, body: Buffer.from(await res.arrayBuffer()), headers: res.headers };
 }
 
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(50);
-  }
-}
-
 describe.each(['fs', 's3'] as const)('export and import on the %s store', (storeKind) => {
-  /** Export blocks while the snapshot id is armed here, until the promise resolves. */
-  const gates = new Map<string, { entered: boolean; release: Promise<void> }>();
+  const faults = faultRegistry();
   let stack: TestStack;
   let api: ReturnType<typeof apiClient>;
 
@@ -49,12 +40,7 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
       catalog: 'postgres',
       api: true,
       limits: LIMITS,
-      faultHook: async (point, info) => {
-        const gate = point === 'export:progress' && info.snapshotId ? gates.get(info.snapshotId) : undefined;
-        if (!gate) return;
-        gate.entered = true;
-        await gate.release;
-      },
+      faultHook: faults.hook,
     });
     const acct = await stack.newAccount(`transfer-${storeKind}`);
     api = apiClient(stack.apiUrl!, acct.apiKey);
@@ -118,13 +104,12 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
       const id = await api.createSandbox();
       fs.writeFileSync(path.join(root(id), 'data.bin'), randomBytes(2 * MiB));
       const { snapshotId } = await api.snapshot(id, 'busy');
-      let release!: () => void;
-      const gate = { entered: false, release: new Promise<void>((r) => (release = r)) };
-      gates.set(snapshotId, gate);
+      // The export blocks at its first progress report until opened.
+      const exporting = faults.hold(snapshotId, 'export:progress');
       try {
         const r = await api.call('POST', `/v1/snapshots/${snapshotId}/export`);
         expect(r.status).toBe(202);
-        await waitFor(() => gate.entered);
+        await exporting.wasReached;
 
         const del = await api.call('DELETE', `/v1/snapshots/${snapshotId}`);
         expect(del.status).toBe(409);
@@ -132,12 +117,12 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
         expect(del.body.error.message).toContain(r.body.operation.id);
         expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).body.state).toBe('ready');
 
-        release();
+        exporting.open();
         const op = await api.waitOp(r.body.operation.id);
         expect(op.status, JSON.stringify(op.error)).toBe('succeeded');
       } finally {
-        release();
-        gates.delete(snapshotId);
+        exporting.open();
+        faults.disarm(snapshotId);
       }
       const del = await api.call('DELETE', `/v1/snapshots/${snapshotId}`);
       expect(del.status).toBe(202);

@@ -6,13 +6,12 @@ import { startStack, type TestStack } from './support/stack.js';
 import { openUploads } from './support/s3.js';
 import { apiClient } from './support/http.js';
 import { getSnapshot, listSandboxSnapshots } from '../src/catalog/snapshots.js';
+import { MiB, sleep } from './support/wait.js';
+import { faultRegistry, type FaultHook } from './support/faults.js';
 
-const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const COUNTER = ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'];
 
 type Api = ReturnType<typeof apiClient>;
-
 
 async function counterMoves(stack: TestStack, id: string): Promise<boolean> {
   const file = path.join(stack.runtime.rootDir(id), 'counter');
@@ -180,23 +179,25 @@ describe.each(['s3', 'fs'] as const)('snapshot limits on the %s store', (storeKi
 describe('ordering, progress, cancel and retry', () => {
   let stack: TestStack;
   let api: Api;
-  /** Sandboxes whose uploads are throttled to this many bytes per second. */
-  const throttled = new Map<string, number>();
-  const uploadStart = new Map<string, number>();
+  const faults = faultRegistry();
+
+  /** Throttles the uploads of the sandbox it is armed on to `rate` bytes per second. */
+  function throttledTo(rate: number): FaultHook {
+    const uploadStart = new Map<string, number>();
+    return async (point, info) => {
+      if (point !== 'upload:progress' || !info.snapshotId) return;
+      if (!uploadStart.has(info.snapshotId)) uploadStart.set(info.snapshotId, Date.now());
+      const due = uploadStart.get(info.snapshotId)! + ((info.bytes ?? 0) / rate) * 1000;
+      if (due > Date.now()) await sleep(due - Date.now());
+    };
+  }
 
   beforeAll(async () => {
     stack = await startStack({
       store: 's3',
       catalog: 'postgres',
       api: true,
-      faultHook: async (point, info) => {
-        if (point !== 'upload:progress' || !info.sandboxId || !info.snapshotId) return;
-        const rate = throttled.get(info.sandboxId);
-        if (!rate) return;
-        if (!uploadStart.has(info.snapshotId)) uploadStart.set(info.snapshotId, Date.now());
-        const due = uploadStart.get(info.snapshotId)! + ((info.bytes ?? 0) / rate) * 1000;
-        if (due > Date.now()) await sleep(due - Date.now());
-      },
+      faultHook: faults.hook,
     });
     api = apiClient(stack.apiUrl!, (await stack.newAccount()).apiKey);
   });
@@ -265,7 +266,7 @@ describe('ordering, progress, cancel and retry', () => {
   it('a running snapshot shows its upload progress', async () => {
     const id = await api.createSandbox({ idle_timeout_s: 0 });
     fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(8 * MiB));
-    throttled.set(id, 2 * MiB);
+    faults.arm(id, throttledTo(2 * MiB));
     const { snapshotId, opId } = await postSnapshot(api, id, 'watched');
     let seen: any;
     const deadline = Date.now() + 30_000;
@@ -278,7 +279,7 @@ describe('ordering, progress, cancel and retry', () => {
       else await sleep(100);
     }
     expect(seen.progress.bytes_done).toBeLessThan(8 * MiB);
-    throttled.delete(id);
+    faults.disarm(id);
     const op = await api.waitOp(opId);
     expect(op.status).toBe('succeeded');
     const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
@@ -288,7 +289,7 @@ describe('ordering, progress, cancel and retry', () => {
   it('a snapshot cancelled while it waits its turn never runs, fails its reservation and frees its name', async () => {
     const id = await api.createSandbox({ idle_timeout_s: 0 });
     fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(8 * MiB));
-    throttled.set(id, 2 * MiB);
+    faults.arm(id, throttledTo(2 * MiB));
     const running = await postSnapshot(api, id, 'first');
     const queued = await postSnapshot(api, id, 'queued');
     expect((await api.call('GET', `/v1/snapshots/${queued.snapshotId}`)).body.state).toBe('pending');
@@ -307,7 +308,7 @@ describe('ordering, progress, cancel and retry', () => {
 
     // The name is free again, and the limit does not count the cancelled one.
     const again = await postSnapshot(api, id, 'queued');
-    throttled.delete(id);
+    faults.disarm(id);
     expect((await api.waitOp(running.opId)).status).toBe('succeeded');
     expect((await api.waitOp(again.opId)).status).toBe('succeeded');
     const live = await listSandboxSnapshots(stack.db, id);
@@ -324,7 +325,7 @@ describe('ordering, progress, cancel and retry', () => {
     const id = await api.createSandbox({ idle_timeout_s: 0 });
     fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(24 * MiB));
     await startCounter(stack, api, id);
-    throttled.set(id, 2 * MiB);
+    faults.arm(id, throttledTo(2 * MiB));
     const { snapshotId, opId } = await postSnapshot(api, id, 'cancel-me');
     const key = (await getSnapshot(stack.db, snapshotId))!.object_key;
 
@@ -360,7 +361,7 @@ describe('ordering, progress, cancel and retry', () => {
     expect(await counterMoves(stack, id)).toBe(true);
     const again = await api.call('POST', `/v1/operations/${opId}/cancel`);
     expect(again.status).toBe(409);
-    throttled.delete(id);
+    faults.disarm(id);
     cancelledOp = { id: opId, snapshotId, sandboxId: id };
   });
 

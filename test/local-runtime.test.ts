@@ -12,6 +12,7 @@ import { parseProcStat, readProcStat } from '../src/sandbox/procfs.js';
 import type { ExecResult } from '../src/sandbox/runtime.js';
 import { CagedError } from '../src/shared/errors.js';
 import { newSandboxId } from '../src/shared/ids.js';
+import { sleep } from './support/wait.js';
 
 const TEMPLATES = fileURLToPath(new URL('../templates', import.meta.url));
 
@@ -68,8 +69,6 @@ async function readCounter(root: string): Promise<number> {
     await sleep(10);
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Zombies count as gone: this machine's pid 1 may not reap orphans. */
 async function isGone(pid: number): Promise<boolean> {

@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ApplicationFailure } from '@temporalio/activity';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { replayHistories } from '../src/replay/replay-histories.js';
-import { PROJECT_ROOT } from '../src/runtime/tools.js';
+import { runCli, type CliResult } from './support/cli.js';
 
 /** Sandboxes whose next snapshot upload fails once, with a retryable error, mid-stream. */
 const flaky = new Set<string>();
@@ -14,21 +13,8 @@ let stack: TestStack;
 let api: ReturnType<typeof apiClient>;
 let apiKey: string;
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(CAGED_|TEMPORAL_|DATABASE_URL$|S3_)/.test(k)));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/caged.mjs', ...args], {
-      cwd: PROJECT_ROOT,
-      env: { ...env, CAGED_API_URL: stack.apiUrl!, CAGED_API_KEY: apiKey },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function cli(args: string[]): Promise<CliResult> {
+  return runCli(args, { CAGED_API_URL: stack.apiUrl!, CAGED_API_KEY: apiKey });
 }
 
 beforeAll(async () => {

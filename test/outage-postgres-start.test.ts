@@ -10,16 +10,16 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, type TestStack } from './support/stack.js';
+import type { TestStack } from './support/stack.js';
 import { startPrivatePostgres, type PrivatePostgres } from './support/private-postgres.js';
-import { alive, killAllChildren, startApiProcess, startWorkerProcess, waitForOutput } from './support/processes.js';
-import { apiClient } from './support/http.js';
+import { alive, waitForOutput } from './support/processes.js';
+import type { apiClient } from './support/http.js';
+import { closePostgresOutage, startOutageStack } from './support/outage.js';
+import { MiB, sleep } from './support/wait.js';
 import { stoppedGroupMembers } from './support/sandbox-procs.js';
 import { openUploadKeys } from './support/s3.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 
-const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const OUTAGE_MS = 40_000;
 
 let pg: PrivatePostgres;
@@ -31,21 +31,14 @@ let outcome: { status: string; code?: string } | undefined;
 
 beforeAll(async () => {
   pg = await startPrivatePostgres();
-  stack = await startStack({ store: 's3', catalog: 'postgres', databaseUrl: pg.url, workers: false });
-  apiProc = await startApiProcess(stack, 'outage-postgres-start', { databaseUrl: pg.url });
-  worker = await startWorkerProcess(stack, 'outage-postgres-start', {
-    databaseUrl: pg.url,
-    env: { CAGED_TEST_HOLD: 'createSnapshotWorkflow:activity:snapshotSandbox', CAGED_TEST_HOLD_MAX_MS: '2000' },
-  });
-  api = apiClient(apiProc.url, (await stack.newAccount()).apiKey);
+  ({ stack, apiProc, worker, api } = await startOutageStack(
+    'outage-postgres-start',
+    { databaseUrl: pg.url },
+    { CAGED_TEST_HOLD: 'createSnapshotWorkflow:activity:snapshotSandbox', CAGED_TEST_HOLD_MAX_MS: '2000' },
+  ));
 });
 
-afterAll(async () => {
-  await killAllChildren();
-  if (pg && !(await pg.running())) await pg.start().catch(() => {});
-  await stack?.close();
-  await pg?.destroy();
-});
+afterAll(() => closePostgresOutage(pg, stack));
 
 describe('PostgreSQL goes away for 40 s as a snapshot starts its host step', () => {
   it('the snapshot ends succeeded or failed with `unavailable`; the sandbox runs; nothing orphaned', { timeout: 180_000 }, async () => {

@@ -9,15 +9,15 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, type TestStack } from './support/stack.js';
+import type { TestStack } from './support/stack.js';
 import { startPrivatePostgres, type PrivatePostgres } from './support/private-postgres.js';
-import { alive, killAllChildren, killChild, startApiProcess, startCagedWorkerProcess, startWorkerProcess, waitForOutput } from './support/processes.js';
-import { apiClient } from './support/http.js';
+import { alive, killChild, startCagedWorkerProcess, waitForOutput } from './support/processes.js';
+import type { apiClient } from './support/http.js';
+import { closePostgresOutage, startOutageStack, waitForUpload } from './support/outage.js';
+import { MiB, sleep } from './support/wait.js';
 import { describeTree } from './support/tree.js';
 import { stoppedGroupMembers } from './support/sandbox-procs.js';
 
-const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const OUTAGE_MS = 12_000;
 
 let pg: PrivatePostgres;
@@ -28,23 +28,16 @@ let api: ReturnType<typeof apiClient>;
 
 beforeAll(async () => {
   pg = await startPrivatePostgres();
-  stack = await startStack({ store: 's3', catalog: 'postgres', databaseUrl: pg.url, workers: false });
-  apiProc = await startApiProcess(stack, 'outage-postgres', { databaseUrl: pg.url });
   // 20 ms per 64 KiB chunk uploaded: a 48 MiB snapshot uploads for ~15 s, long enough to lose PostgreSQL in the middle.
   // The first restore is held 3 s in its extraction, so the catalog can be taken away while its target is stopped.
-  worker = await startWorkerProcess(stack, 'outage-postgres', {
-    databaseUrl: pg.url,
-    env: { CAGED_TEST_SLOW_UPLOAD_MS: '20', CAGED_TEST_HOLD: 'restoreWorkflow:restore:extracting', CAGED_TEST_HOLD_MAX_MS: '3000' },
-  });
-  api = apiClient(apiProc.url, (await stack.newAccount()).apiKey);
+  ({ stack, apiProc, worker, api } = await startOutageStack(
+    'outage-postgres',
+    { databaseUrl: pg.url },
+    { CAGED_TEST_SLOW_UPLOAD_MS: '20', CAGED_TEST_HOLD: 'restoreWorkflow:restore:extracting', CAGED_TEST_HOLD_MAX_MS: '3000' },
+  ));
 });
 
-afterAll(async () => {
-  await killAllChildren();
-  if (pg && !(await pg.running())) await pg.start().catch(() => {});
-  await stack?.close();
-  await pg?.destroy();
-});
+afterAll(() => closePostgresOutage(pg, stack));
 
 /** Members of the restore target's group still stopped when PostgreSQL had been away for OUTAGE_MS. */
 let stoppedAtEndOfOutage: number[] | undefined;
@@ -98,13 +91,7 @@ describe('PostgreSQL stops in the middle of a snapshot', () => {
     expect(posted.status).toBe(202);
     const opId = posted.body.operation.id as string;
     const snapshotId = posted.body.snapshot.id as string;
-    for (const deadline = Date.now() + 60_000; ; ) {
-      const r = await api.call('GET', `/v1/operations/${opId}`);
-      if (r.body.progress?.step === 'uploading' && r.body.progress.bytes_done >= 4 * MiB) break;
-      expect(r.body.status, JSON.stringify(r.body)).toBe('running');
-      if (Date.now() > deadline) throw new Error(`the upload did not get going: ${JSON.stringify(r.body)}`);
-      await sleep(100);
-    }
+    await waitForUpload(api, opId, 4 * MiB);
     // Mid-upload the sandbox runs again already: tar has read the tree into the spool file.
     expect(await stoppedGroupMembers(pid)).toEqual([]);
 

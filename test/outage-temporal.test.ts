@@ -8,16 +8,16 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startStack, type TestStack } from './support/stack.js';
-import { alive, killAllChildren, startApiProcess, startWorkerProcess } from './support/processes.js';
-import { apiClient } from './support/http.js';
+import type { TestStack } from './support/stack.js';
+import { alive, killAllChildren } from './support/processes.js';
+import type { apiClient } from './support/http.js';
+import { startOutageStack, waitForUpload } from './support/outage.js';
+import { MiB, sleep } from './support/wait.js';
 import { stoppedGroupMembers } from './support/sandbox-procs.js';
 import { describeTree } from './support/tree.js';
 import { startTemporalDevServer, type DevServer } from '../src/runtime/temporal-dev-server.js';
 import { freeTemporalPort } from '../src/runtime/child-process.js';
 
-const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** CAGED_TEST_TEMPORAL_OUTAGE_MS tries longer outages (past the 15 s heartbeat timeout, say). */
 const OUTAGE_MS = Number(process.env.CAGED_TEST_TEMPORAL_OUTAGE_MS ?? 8_000);
 
@@ -37,11 +37,8 @@ beforeAll(async () => {
   port = await freeTemporalPort();
   dbFile = path.join(fs.mkdtempSync(path.join(inject('logDir'), 'outage-temporal-')), 'temporal.sqlite');
   temporal = await startServer();
-  stack = await startStack({ store: 's3', catalog: 'postgres', temporalAddress: temporal.address, workers: false });
-  apiProc = await startApiProcess(stack, 'outage-temporal', { temporalAddress: temporal.address });
   // 20 ms per 64 KiB chunk: a 24 MiB snapshot uploads for ~8 s.
-  worker = await startWorkerProcess(stack, 'outage-temporal', { temporalAddress: temporal.address, env: { CAGED_TEST_SLOW_UPLOAD_MS: '20' } });
-  api = apiClient(apiProc.url, (await stack.newAccount()).apiKey);
+  ({ stack, apiProc, worker, api } = await startOutageStack('outage-temporal', { temporalAddress: temporal.address }, { CAGED_TEST_SLOW_UPLOAD_MS: '20' }));
 });
 
 afterAll(async () => {
@@ -61,13 +58,7 @@ describe('the Temporal server is killed in the middle of a snapshot', () => {
     expect(posted.status).toBe(202);
     const opId = posted.body.operation.id as string;
     const snapshotId = posted.body.snapshot.id as string;
-    for (const deadline = Date.now() + 60_000; ; ) {
-      const r = await api.call('GET', `/v1/operations/${opId}`);
-      if (r.body.progress?.step === 'uploading' && r.body.progress.bytes_done >= 2 * MiB) break;
-      expect(r.body.status, JSON.stringify(r.body)).toBe('running');
-      if (Date.now() > deadline) throw new Error(`the upload did not get going: ${JSON.stringify(r.body)}`);
-      await sleep(100);
-    }
+    await waitForUpload(api, opId, 2 * MiB);
 
     temporal.child.kill('SIGKILL');
     await new Promise<void>((r) => (temporal.child.exitCode !== null || temporal.child.signalCode !== null ? r() : temporal.child.once('exit', () => r())));

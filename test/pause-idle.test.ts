@@ -8,6 +8,7 @@ import { gnuExtract, sha256File } from './support/tree.js';
 import { getSnapshot, markSnapshotReady, reserveSnapshot } from '../src/catalog/snapshots.js';
 import { getSandbox } from '../src/catalog/sandboxes.js';
 import { newSnapshotId } from '../src/shared/ids.js';
+import { sleep, waitFor } from './support/wait.js';
 
 let stack: TestStack;
 let apiKey: string;
@@ -20,7 +21,6 @@ beforeAll(async () => {
 });
 afterAll(async () => stack?.close());
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const AUTO_NAME = /^auto-pause-\d{8}T\d{6}Z$/;
 const COUNTER = ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'];
 
@@ -32,14 +32,6 @@ async function counterMoves(id: string): Promise<boolean> {
   const before = fs.readFileSync(rootFile(id, 'counter'), 'utf8');
   await sleep(400);
   return fs.readFileSync(rootFile(id, 'counter'), 'utf8') !== before;
-}
-
-async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 async function sandboxState(id: string): Promise<string> {

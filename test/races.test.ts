@@ -8,14 +8,12 @@ import { describeTree } from './support/tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 import { verifyTestStack } from './support/verify.js';
 import { SA } from '../src/workflows/search-attributes.js';
+import { faultRegistry } from './support/faults.js';
+import { MiB } from './support/wait.js';
 
-type Hook = (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
 type Api = ReturnType<typeof apiClient>;
 
-const MiB = 1024 * 1024;
-
-/** Faults armed per snapshot id; each test arms only ids it owns. */
-const faults = new Map<string, Hook>();
+const faults = faultRegistry();
 
 /**
  * Operations of different sandboxes run on different workflows, so nothing orders a read of a
@@ -38,10 +36,7 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
       store: storeKind,
       catalog: 'postgres',
       api: true,
-      faultHook: async (point, info) => {
-        const hook = info.snapshotId ? faults.get(info.snapshotId) : undefined;
-        if (hook) await hook(point, info);
-      },
+      faultHook: faults.hook,
     });
     const a = await stack.newAccount();
     account = a.id;
@@ -63,20 +58,12 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
 
   /** Holds the first read of the snapshot until released; resolves once the read has begun. */
   async function holdRead(snapshotId: string) {
-    let release!: () => void;
-    let began!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    const started = new Promise<void>((r) => (began = r));
-    faults.set(snapshotId, async (point) => {
-      if (point !== 'restore:extracting') return;
-      began();
-      await released;
-    });
+    const read = faults.hold(snapshotId, 'restore:extracting');
     return {
-      started,
+      started: read.wasReached,
       release: () => {
-        faults.delete(snapshotId);
-        release();
+        faults.disarm(snapshotId);
+        read.open();
       },
     };
   }

@@ -7,18 +7,15 @@ import { startStack, type TestStack } from './support/stack.js';
 import { finalAttempt } from './support/history.js';
 import { apiClient } from './support/http.js';
 import { describeTree, populateTree } from './support/tree.js';
+import { faultRegistry } from './support/faults.js';
+import { MiB, sleep, waitFor } from './support/wait.js';
 import { DATA_HEARTBEAT_TIMEOUT_MS } from '../src/workflows/activities.js';
 
-type Hook = (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
-
-/** Faults armed per sandbox id or snapshot id; a test arms only ids it owns, so tests do not interfere. */
-const faults = new Map<string, Hook>();
+const faults = faultRegistry();
 let stack: TestStack;
 let api: ReturnType<typeof apiClient>;
 let accountA: string;
 
-const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const injected = (point: string) => ApplicationFailure.create({ type: 'injected_fault', message: `injected fault: ${point}`, nonRetryable: true });
 
 describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
@@ -27,12 +24,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       store: storeKind,
       catalog: 'postgres',
       api: true,
-      faultHook: async (point, info) => {
-        for (const key of [info.sandboxId, info.snapshotId]) {
-          const hook = key ? faults.get(key) : undefined;
-          if (hook) await hook(point, info);
-        }
-      },
+      faultHook: faults.hook,
     });
     const acct = await stack.newAccount('restore-a');
     accountA = acct.id;
@@ -86,14 +78,6 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
     const before = fs.readFileSync(file, 'utf8');
     await sleep(400);
     expect(fs.readFileSync(file, 'utf8')).toBe(before);
-  }
-
-  async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error('condition not met in time');
-      await sleep(50);
-    }
   }
 
   async function restore(snapshotId: string, body: Record<string, unknown> = {}) {
@@ -217,7 +201,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       const expected = describeTree(root(id));
       mutate(root(id));
       let stalled = false;
-      faults.set(id, async (point) => {
+      faults.arm(id, async (point) => {
         if (point !== 'restore:extracting' || stalled) return;
         stalled = true;
         // No bytes move meanwhile, as when tar is still extracting what was hashed long ago.
@@ -232,14 +216,14 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
         // The first attempt finished it: the stall did not time out and start a second one.
         expect(await finalAttempt(stack.client, opId, 'stageSnapshot')).toBe(1);
       } finally {
-        faults.delete(id);
+        faults.disarm(id);
       }
     }, 90_000);
 
     it('a failure mid-extraction leaves the target unchanged byte for byte', async () => {
       const { id, counter, snapshotId, before } = await prepare('extract-fault');
       let stagedFiles = -1;
-      faults.set(id, (point, info) => {
+      faults.arm(id, (point, info) => {
         if (point !== 'restore:extracting' || (info.bytes ?? 0) < 5 * MiB) return;
         // What tar has written so far: the rollback must remove a real partial tree.
         const staging = fs.readdirSync(stack.runtime.sandboxDir(id)).find((n) => n.startsWith('root.staging-'));
@@ -251,7 +235,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
         expect(op.status).toBe('failed');
         expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:extracting' });
       } finally {
-        faults.delete(id);
+        faults.disarm(id);
       }
       expect(stagedFiles).toBeGreaterThan(3);
       expect(describeTree(root(id))).toEqual(before);
@@ -263,7 +247,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
     it('a failure after the swap puts the previous root back byte for byte', async () => {
       const { id, counter, snapshotId, before } = await prepare('swap-fault');
       let swappedTree: ReturnType<typeof describeTree> | undefined;
-      faults.set(id, (point) => {
+      faults.arm(id, (point) => {
         if (point !== 'restore:swapped') return;
         swappedTree = describeTree(root(id));
         throw injected(point);
@@ -273,7 +257,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
         expect(op.status).toBe('failed');
         expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:swapped' });
       } finally {
-        faults.delete(id);
+        faults.disarm(id);
       }
       // The fault really came after the swap: the snapshot's tree was in place at that moment.
       expect(swappedTree).toBeDefined();
@@ -288,7 +272,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
     it('a cancelled restore ends cancelled with the target unchanged and its processes resumed', async () => {
       const { id, counter, snapshotId, before } = await prepare('cancel-me');
       let extracting = false;
-      faults.set(id, async (point) => {
+      faults.arm(id, async (point) => {
         if (point !== 'restore:extracting') return;
         extracting = true;
         await sleep(200);
@@ -304,7 +288,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
         expect(op.status).toBe('cancelled');
         expect(op.error?.code).toBe('cancelled');
       } finally {
-        faults.delete(id);
+        faults.disarm(id);
       }
       expect(describeTree(root(id))).toEqual(before);
       expect(leftovers(id)).toEqual([]);
@@ -314,27 +298,20 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
 
     /** Holds the restore inside the step at `point` until the cancel has reached its workflow. */
     async function cancelWhileAt(id: string, snapshotId: string, point: string) {
-      let release!: () => void;
-      const gate = new Promise<void>((r) => (release = r));
-      let entered = false;
-      faults.set(id, async (p) => {
-        if (p !== point) return;
-        entered = true;
-        await gate;
-      });
+      const step = faults.hold(id, point);
       try {
         const opId = await restore(snapshotId);
-        await waitFor(() => entered);
+        await step.wasReached;
         expect((await api.call('POST', `/v1/operations/${opId}/cancel`)).status).toBe(202);
         const handle = stack.client.workflow.getHandle(opId);
         await waitFor(async () => ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionCancelRequestedEventAttributes));
         // The workflow knows of the cancel while the step is still running on the host.
         await sleep(300);
-        release();
+        step.open();
         return await api.waitOp(opId);
       } finally {
-        release();
-        faults.delete(id);
+        step.open();
+        faults.disarm(id);
       }
     }
 
@@ -410,7 +387,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
       const { snapshotId } = await api.snapshot(src, 'fork-fails');
       const before = describeTree(root(src));
       let faultedIn: string | undefined;
-      faults.set(snapshotId, (point, info) => {
+      faults.arm(snapshotId, (point, info) => {
         if (point !== 'restore:extracting' || (info.bytes ?? 0) < 2 * MiB) return;
         faultedIn = info.sandboxId;
         throw injected(point);
@@ -424,7 +401,7 @@ describe.each(['s3', 'fs'] as const)('on the %s store', (storeKind) => {
         expect(op.status).toBe('failed');
         expect(op.error).toEqual({ code: 'injected_fault', message: 'injected fault: restore:extracting' });
       } finally {
-        faults.delete(snapshotId);
+        faults.disarm(snapshotId);
       }
       expect(faultedIn).toBe(newId);
       expect(await api.call('GET', `/v1/sandboxes/${newId}`)).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });

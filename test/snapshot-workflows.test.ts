@@ -7,11 +7,10 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree, gnuExtract, populateTree, sha256File } from './support/tree.js';
+import { faultRegistry } from './support/faults.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 
-const armed = new Set<string>();
-/** Sandboxes whose upload waits, at its first chunk, until their processes run again; it records what it saw. */
-const heldUntilRunning = new Map<string, { sawRunning?: boolean; snapshotState?: string }>();
+const faults = faultRegistry();
 let stack: TestStack;
 let api: ReturnType<typeof apiClient>;
 
@@ -26,21 +25,7 @@ describe.each([
       s3Server,
       catalog: 'postgres',
       api: true,
-      faultHook: async (point, info) => {
-        const held = info.sandboxId ? heldUntilRunning.get(info.sandboxId) : undefined;
-        if (point === 'upload:progress' && held && held.sawRunning === undefined) {
-          held.sawRunning = false;
-          for (let i = 0; i < 200 && !held.sawRunning; i++) {
-            held.sawRunning = (await stack.runtime.processState(info.sandboxId!)) === 'running';
-            if (!held.sawRunning) await new Promise((r) => setTimeout(r, 50));
-          }
-          held.snapshotState = (await getSnapshot(stack.db, info.snapshotId!))?.state;
-        }
-        // Fails once the first multipart part is in S3, so the rollback must remove a real partial upload.
-        if (point === 'upload:progress' && info.sandboxId && armed.has(info.sandboxId) && (info.bytes ?? 0) > 6 * 1024 * 1024) {
-          throw ApplicationFailure.create({ type: 'injected_fault', message: 'injected fault: upload:progress', nonRetryable: true });
-        }
-      },
+      faultHook: faults.hook,
     });
     const acct = await stack.newAccount();
     api = apiClient(stack.apiUrl!, acct.apiKey);
@@ -105,8 +90,17 @@ describe.each([
       const id = await api.createSandbox();
       fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(4 * 1024 * 1024));
       await api.exec(id, ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'], true);
+      // The upload waits, at its first chunk, until the processes run again; it records what it saw.
       const held: { sawRunning?: boolean; snapshotState?: string } = {};
-      heldUntilRunning.set(id, held);
+      faults.arm(id, async (point, info) => {
+        if (point !== 'upload:progress' || held.sawRunning !== undefined) return;
+        held.sawRunning = false;
+        for (let i = 0; i < 200 && !held.sawRunning; i++) {
+          held.sawRunning = (await stack.runtime.processState(info.sandboxId!)) === 'running';
+          if (!held.sawRunning) await new Promise((r) => setTimeout(r, 50));
+        }
+        held.snapshotState = (await getSnapshot(stack.db, info.snapshotId!))?.state;
+      });
 
       const { op, snapshotId } = await api.snapshot(id, 'early-resume');
       expect(op.status).toBe('succeeded');
@@ -114,7 +108,7 @@ describe.each([
       expect(held).toEqual({ sawRunning: true, snapshotState: 'pending' });
       expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).body.state).toBe('ready');
       expect(await stack.runtime.processState(id)).toBe('running');
-      heldUntilRunning.delete(id);
+      faults.disarm(id);
     });
 
     it('a failure injected mid-upload leaves no object, a failed snapshot, and the processes running', async () => {
@@ -122,7 +116,12 @@ describe.each([
       // Random bytes do not compress, so the archive is larger than one 5 MiB part.
       fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(12 * 1024 * 1024));
       await api.exec(id, ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > counter; sleep 0.05; done'], true);
-      armed.add(id);
+      faults.arm(id, (point, info) => {
+        // Fails once the first multipart part is in S3, so the rollback must remove a real partial upload.
+        if (point === 'upload:progress' && (info.bytes ?? 0) > 6 * 1024 * 1024) {
+          throw ApplicationFailure.create({ type: 'injected_fault', message: 'injected fault: upload:progress', nonRetryable: true });
+        }
+      });
 
       const r = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'doomed' });
       expect(r.status).toBe(202);
@@ -141,7 +140,7 @@ describe.each([
       const before = await counter(id);
       await new Promise((res) => setTimeout(res, 400));
       expect(await counter(id)).not.toBe(before);
-      armed.delete(id);
+      faults.disarm(id);
     });
   });
 });

@@ -10,8 +10,8 @@ import { RetryingBlobStore, withRetry } from '../src/storage/retrying-blob-store
 import { S3BlobStore } from '../src/storage/s3-blob-store.js';
 import type { RetryInfo } from '../src/storage/blob-store.js';
 import { startFaultProxy, type FaultProxy } from './support/s3-fault-proxy.js';
+import { MiB } from './support/wait.js';
 
-const MiB = 1024 * 1024;
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** An error shaped like the SDK's S3ServiceException. */

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateTarGz, type ImportLimits } from '../src/archive/validate-import.js';
 import { CagedError } from '../src/shared/errors.js';
 import { gz, gzipWithZeros, rawTar, ustarHeader } from './support/tar-builder.js';
+import { MiB } from './support/wait.js';
 
-const MiB = 1024 * 1024;
 const LIMITS: ImportLimits = { maxEntries: 1000, maxPathLength: 1024, maxUncompressedBytes: 64 * MiB, maxCompressedBytes: 64 * MiB };
 
 /** Feeds the buffer in fixed-size pieces and records how much of it was pulled. */

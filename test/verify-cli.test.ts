@@ -1,27 +1,13 @@
-import { spawn } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
-import { PROJECT_ROOT } from '../src/runtime/tools.js';
+import { runCli, type CliResult } from './support/cli.js';
 
 let stack: TestStack;
 
 /** Runs `node bin/caged.mjs ...` with the operator token and nothing else caged-specific from the caller. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(CAGED_|TEMPORAL_|DATABASE_URL$|S3_)/.test(k)));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['bin/caged.mjs', ...args], {
-      cwd: PROJECT_ROOT,
-      env: { ...env, CAGED_API_URL: stack.apiUrl!, CAGED_ADMIN_TOKEN: stack.config.adminToken! },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function cli(args: string[]): Promise<CliResult> {
+  return runCli(args, { CAGED_API_URL: stack.apiUrl!, CAGED_ADMIN_TOKEN: stack.config.adminToken! });
 }
 
 // The route checks the whole catalog, so this stack has a catalog of its own (PGlite), not the shared database.

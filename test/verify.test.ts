@@ -11,8 +11,8 @@ import { getSnapshot } from '../src/catalog/snapshots.js';
 import { getOperation, insertOperation } from '../src/catalog/operations.js';
 import { insertSandbox } from '../src/catalog/sandboxes.js';
 import { newOperationId, newSandboxId, newSnapshotId } from '../src/shared/ids.js';
-
-const MiB = 1024 * 1024;
+import { faultRegistry } from './support/faults.js';
+import { MiB } from './support/wait.js';
 
 async function readAll(s: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -23,8 +23,7 @@ async function readAll(s: Readable): Promise<Buffer> {
 /** The (check, subject) pairs of a run, which is what each injection must produce exactly. */
 const pairs = (found: Finding[]) => found.map((f) => [f.check, f.subject]);
 
-/** Sandboxes whose snapshot upload waits at its first chunk until released, then fails. */
-const gates = new Map<string, { entered: boolean; left: boolean; release: Promise<void> }>();
+const faults = faultRegistry();
 
 describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind) => {
   let stack: TestStack;
@@ -43,14 +42,7 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
       catalog: 'postgres',
       api: true,
       limits: { maxSnapshotsPerSandbox: 5, maxAccountBytes: 64 * MiB },
-      faultHook: async (point, info) => {
-        const gate = point === 'upload:progress' && info.sandboxId ? gates.get(info.sandboxId) : undefined;
-        if (!gate || gate.left) return;
-        gate.entered = true;
-        await gate.release;
-        gate.left = true;
-        throw new Error('injected fault: upload abandoned');
-      },
+      faultHook: faults.hook,
     });
     const acct = await stack.newAccount(`verify-${storeKind}`);
     accountId = acct.id;
@@ -196,8 +188,15 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
     if (storeKind === 's3') return;
     const id = await api.createSandbox({ idle_timeout_s: 0 });
     let release!: () => void;
+    // The snapshot's upload waits at its first chunk until released, then fails.
     const gate = { entered: false, left: false, release: new Promise<void>((r) => (release = r)) };
-    gates.set(id, gate);
+    faults.arm(id, async (point) => {
+      if (point !== 'upload:progress' || gate.left) return;
+      gate.entered = true;
+      await gate.release;
+      gate.left = true;
+      throw new Error('injected fault: upload abandoned');
+    });
     const posted = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: 'doomed' });
     const opId = posted.body.operation.id as string;
     const snapId = posted.body.snapshot.id as string;

@@ -10,9 +10,7 @@ import { apiClient } from './support/http.js';
 import { gnuExtract, sha256File } from './support/tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 import { killAllChildren, killChild, startWorkerProcess } from './support/processes.js';
-
-const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { MiB, sleep } from './support/wait.js';
 
 let stack: TestStack;
 let api: ReturnType<typeof apiClient>;

@@ -12,13 +12,11 @@
  * restore:extracting, restore:swapped, restore:committed, export:progress).
  */
 import type { ChildProcess } from 'node:child_process';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, type TestStack } from './stack.js';
-import { alive, killAllChildren, killChild, startWorkerProcess, waitForOutput } from './processes.js';
-import { apiClient } from './http.js';
+import { describe, expect, it } from 'vitest';
+import { alive, killChild, startWorkerProcess, waitForOutput } from './processes.js';
 import { finalAttempt } from './history.js';
 import { stoppedGroupMembers } from './sandbox-procs.js';
-import { opMatrix, WORKFLOW_TYPE, type OpType } from './op-matrix.js';
+import { matrixStack, WORKFLOW_TYPE, type OpType } from './op-matrix.js';
 
 export interface KillCase {
   op: OpType;
@@ -63,24 +61,11 @@ export const KILL_CASES: KillCase[] = [
 
 /** Registers the cases' tests on a stack of their own. */
 export function killMatrix(cases: KillCase[]): void {
-  let stack: TestStack;
-  let m: ReturnType<typeof opMatrix>;
-  let api: ReturnType<typeof apiClient>;
-
-  beforeAll(async () => {
-    stack = await startStack({ store: 's3', catalog: 'postgres', api: true, workers: false });
-    const acct = await stack.newAccount('worker-kill');
-    api = apiClient(stack.apiUrl!, acct.apiKey);
-    m = opMatrix({ stack, api, accountId: acct.id });
-  });
-  afterEach(async () => killAllChildren());
-  afterAll(async () => {
-    await killAllChildren();
-    await stack?.close();
-  });
+  const env = matrixStack('worker-kill');
 
   describe.each(cases)('worker SIGKILLed in $op at $point', (c) => {
     it('a new worker finishes the operation; nothing left stopped, broken or orphaned', { timeout: c.slow ? 240_000 : 150_000 }, async () => {
+      const { stack, api, m } = env;
       const held = await startWorkerProcess(stack, `kill-${c.op}-${c.point.replace(/\W+/g, '_')}`, { env: { CAGED_TEST_HOLD: `${WORKFLOW_TYPE[c.op]}:${c.point}` } });
       const started = await m.startOperation(c.op);
       await waitForOutput(held, `held ${c.point}\n`, 60_000);

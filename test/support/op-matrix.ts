@@ -9,14 +9,14 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
-import { expect } from 'vitest';
-import type { TestStack } from './stack.js';
-import type { apiClient } from './http.js';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { startStack, type TestStack } from './stack.js';
+import { apiClient } from './http.js';
+import { killAllChildren } from './processes.js';
 import { describeTree, gnuExtract, populateTree, sha256File, type TreeEntry } from './tree.js';
 import { openUploadKeys } from './s3.js';
 import { getSnapshot } from '../../src/catalog/snapshots.js';
-
-const MiB = 1024 * 1024;
+import { MiB } from './wait.js';
 
 export interface MatrixEnv {
   stack: TestStack;
@@ -35,6 +35,27 @@ export const WORKFLOW_TYPE: Record<OpType, string> = {
   import: 'importWorkflow',
   delete_snapshot: 'deleteSnapshotWorkflow',
 };
+
+/**
+ * Registers the hooks of a matrix file: one stack (S3 store, PostgreSQL catalog, API) with no
+ * workers of its own, since each case starts the worker process it holds, and one account. Worker
+ * processes are killed after each case. The returned object is filled in by beforeAll.
+ */
+export function matrixStack(accountName: string): { stack: TestStack; api: ReturnType<typeof apiClient>; m: ReturnType<typeof opMatrix> } {
+  const env = {} as ReturnType<typeof matrixStack>;
+  beforeAll(async () => {
+    env.stack = await startStack({ store: 's3', catalog: 'postgres', api: true, workers: false });
+    const acct = await env.stack.newAccount(accountName);
+    env.api = apiClient(env.stack.apiUrl!, acct.apiKey);
+    env.m = opMatrix({ stack: env.stack, api: env.api, accountId: acct.id });
+  });
+  afterEach(async () => killAllChildren());
+  afterAll(async () => {
+    await killAllChildren();
+    await env.stack?.close();
+  });
+  return env;
+}
 
 /** The helpers over one stack and account. */
 export function opMatrix({ stack, api, accountId }: MatrixEnv) {
@@ -272,7 +293,6 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
       return (err as NodeJS.ErrnoException).code === 'ESRCH';
     }
   }
-
 
   return { busySandbox, snapshotOf, snapshotTree, checkStack, leftovers, startOperation, workflowTaskTimedOut, pidGone };
 }

@@ -1,4 +1,5 @@
 import zlib from 'node:zlib';
+import { MiB } from './wait.js';
 
 // ---- a raw ustar writer, so a corpus can hold what real tar tools refuse to produce ----
 
@@ -16,8 +17,6 @@ export interface RawEntry {
   /** PAX records emitted in an 'x' header right before this entry. */
   pax?: Record<string, string>;
 }
-
-const MiB = 1024 * 1024;
 
 function putString(buf: Buffer, off: number, len: number, value: string): void {
   const bytes = Buffer.from(value, 'utf8');

@@ -1,5 +1,6 @@
 import { markSnapshotDeleted } from '../../catalog/snapshots.js';
-import { accountsOf, pastGrace, type Check, type Found } from './findings.js';
+import type { Check, Found } from './findings.js';
+import { unattendedSnapshots } from './snapshot-rows.js';
 
 /**
  * A snapshot in `deleting` is out of use for good (no reader may claim it): a delete or a
@@ -9,24 +10,8 @@ import { accountsOf, pastGrace, type Check, type Found } from './findings.js';
  */
 export const checkStuckDeletions: Check = async (run) => {
   const { db, store } = run.ctx;
-  const accounts = accountsOf(run);
-  const rows = await db
-    .selectFrom('snapshots')
-    .selectAll()
-    .where('state', '=', 'deleting')
-    .$if(accounts !== undefined, (q) => q.where('account_id', 'in', accounts!))
-    .orderBy('seq')
-    .execute();
   const found: Found[] = [];
-  for (const snap of rows) {
-    if (!pastGrace(run, snap.updated_at)) continue;
-    const busy = await db
-      .selectFrom('operations')
-      .select('id')
-      .where('status', '=', 'running')
-      .where((eb) => eb.or([eb('snapshot_id', '=', snap.id), eb('sandbox_id', '=', snap.sandbox_id)]))
-      .executeTakeFirst();
-    if (busy) continue;
+  for (const snap of await unattendedSnapshots(run, 'deleting')) {
     found.push({
       check: 'snapshot_deletion_unfinished',
       subject: snap.id,

@@ -5,6 +5,7 @@ import { markSnapshotFailed } from '../../catalog/snapshots.js';
 import { reconcileOperation } from '../reconcile.js';
 import { sandboxWorkflowId } from '../../shared/definitions.js';
 import { accountsOf, pastGrace, type Check, type CheckRun, type Found } from './findings.js';
+import { unattendedSnapshots } from './snapshot-rows.js';
 
 async function runningOperations(run: CheckRun): Promise<OperationRow[]> {
   const accounts = accountsOf(run);
@@ -25,24 +26,8 @@ async function runningOperations(run: CheckRun): Promise<OperationRow[]> {
  */
 export const checkPendingSnapshots: Check = async (run) => {
   const { db } = run.ctx;
-  const accounts = accountsOf(run);
-  const pending = await db
-    .selectFrom('snapshots')
-    .selectAll()
-    .where('state', '=', 'pending')
-    .$if(accounts !== undefined, (q) => q.where('account_id', 'in', accounts!))
-    .orderBy('seq')
-    .execute();
   const found: Found[] = [];
-  for (const snap of pending) {
-    if (!pastGrace(run, snap.updated_at)) continue;
-    const writer = await db
-      .selectFrom('operations')
-      .select('id')
-      .where('status', '=', 'running')
-      .where((eb) => eb.or([eb('snapshot_id', '=', snap.id), eb('sandbox_id', '=', snap.sandbox_id)]))
-      .executeTakeFirst();
-    if (writer) continue;
+  for (const snap of await unattendedSnapshots(run, 'pending')) {
     found.push({
       check: 'pending_snapshot_without_operation',
       subject: snap.id,

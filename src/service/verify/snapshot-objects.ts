@@ -3,7 +3,8 @@ import type { SnapshotRow } from '../../catalog/schema.js';
 import type { BlobStore } from '../../storage/blob-store.js';
 import { getSnapshot } from '../../catalog/snapshots.js';
 import { CagedError } from '../../shared/errors.js';
-import { accountsOf, type Check, type Found } from './findings.js';
+import type { Check, Found } from './findings.js';
+import { snapshotsIn } from './snapshot-rows.js';
 
 /** The object's problem, if it has one; undefined when it matches the row. */
 async function objectProblem(store: BlobStore, snap: SnapshotRow, deep: boolean): Promise<Omit<Found, 'subject'> | undefined> {
@@ -33,16 +34,8 @@ async function objectProblem(store: BlobStore, snap: SnapshotRow, deep: boolean)
  */
 export const checkSnapshotObjects: Check = async (run) => {
   const { db, store } = run.ctx;
-  const accounts = accountsOf(run);
-  const rows = await db
-    .selectFrom('snapshots')
-    .selectAll()
-    .where('state', '=', 'ready')
-    .$if(accounts !== undefined, (q) => q.where('account_id', 'in', accounts!))
-    .orderBy('seq')
-    .execute();
   const found: Found[] = [];
-  for (const snap of rows) {
+  for (const snap of await snapshotsIn(run, 'ready')) {
     const problem = await objectProblem(store, snap, run.deep);
     // A snapshot deleted meanwhile has lost its object on purpose.
     if (problem && (await getSnapshot(db, snap.id))?.state === 'ready') found.push({ ...problem, subject: snap.id });
