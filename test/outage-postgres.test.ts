@@ -28,12 +28,12 @@ let api: ReturnType<typeof apiClient>;
 
 beforeAll(async () => {
   pg = await startPrivatePostgres();
-  // 20 ms per 64 KiB chunk uploaded: a 48 MiB snapshot uploads for ~15 s, long enough to lose PostgreSQL in the middle.
-  // The first restore is held 3 s in its extraction, so the catalog can be taken away while its target is stopped.
+  // 300 ms per 1 MiB chunk read from the spool: a 48 MiB snapshot uploads for ~15 s, long enough to lose PostgreSQL in the middle.
+  // The first restore is held 3 s in its extraction, so the catalog can be taken away while it runs.
   ({ stack, apiProc, worker, api } = await startOutageStack(
     'outage-postgres',
     { databaseUrl: pg.url },
-    { CAGED_TEST_SLOW_UPLOAD_MS: '20', CAGED_TEST_HOLD: 'restoreWorkflow:restore:extracting', CAGED_TEST_HOLD_MAX_MS: '3000' },
+    { CAGED_TEST_SLOW_UPLOAD_MS: '300', CAGED_TEST_HOLD: 'restoreWorkflow:restore:extracting', CAGED_TEST_HOLD_MAX_MS: '3000' },
   ));
 });
 

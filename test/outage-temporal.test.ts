@@ -37,8 +37,8 @@ beforeAll(async () => {
   port = await freeTemporalPort();
   dbFile = path.join(fs.mkdtempSync(path.join(inject('logDir'), 'outage-temporal-')), 'temporal.sqlite');
   temporal = await startServer();
-  // 20 ms per 64 KiB chunk: a 24 MiB snapshot uploads for ~8 s.
-  ({ stack, apiProc, worker, api } = await startOutageStack('outage-temporal', { temporalAddress: temporal.address }, { CAGED_TEST_SLOW_UPLOAD_MS: '20' }));
+  // 300 ms per 1 MiB chunk read from the spool: a 24 MiB snapshot uploads for ~7 s.
+  ({ stack, apiProc, worker, api } = await startOutageStack('outage-temporal', { temporalAddress: temporal.address }, { CAGED_TEST_SLOW_UPLOAD_MS: '300' }));
 });
 
 afterAll(async () => {
