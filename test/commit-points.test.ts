@@ -7,7 +7,7 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree } from './support/tree.js';
 import { getSnapshot, listSandboxSnapshots } from '../src/catalog/snapshots.js';
-import { verifyTestStack } from './support/verify.js';
+import { expectConsistent } from './support/verify.js';
 
 import { faultRegistry } from './support/faults.js';
 import { MiB, sleep } from './support/wait.js';
@@ -37,10 +37,7 @@ describe.each(['s3', 'fs'] as const)('commit points and limits on the %s store',
     return apiClient(stack.apiUrl!, a.apiKey);
   };
   /** The checker, as the oracle, once every operation's workflow has closed. */
-  async function consistent(opIds: string[]) {
-    for (const id of opIds) await stack.client.workflow.getHandle(id).result().catch(() => {});
-    expect(await verifyTestStack(stack, [account], { deep: true })).toEqual([]);
-  }
+  const consistent = (opIds: string[]) => expectConsistent(stack, [account], opIds);
 
   async function pause(api: Api, id: string) {
     const r = await api.call('POST', `/v1/sandboxes/${id}/pause`);

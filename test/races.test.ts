@@ -6,7 +6,7 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree } from './support/tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
-import { verifyTestStack } from './support/verify.js';
+import { expectConsistent } from './support/verify.js';
 import { SA } from '../src/workflows/search-attributes.js';
 import { faultRegistry } from './support/faults.js';
 import { MiB } from './support/wait.js';
@@ -26,10 +26,7 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
   let key: string;
 
   /** The checker, as the oracle, once every operation's workflow has closed. */
-  async function consistent(opIds: string[]) {
-    for (const id of opIds) await stack.client.workflow.getHandle(id).result().catch(() => {});
-    expect(await verifyTestStack(stack, [account], { deep: true })).toEqual([]);
-  }
+  const consistent = (opIds: string[]) => expectConsistent(stack, [account], opIds);
 
   beforeAll(async () => {
     stack = await startStack({

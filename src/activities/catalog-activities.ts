@@ -47,10 +47,6 @@ export function createCatalogActivities(deps: ActivityDeps) {
       await sandboxes.touchSandbox(db, sandboxId);
     },
 
-    async reserveSnapshot(r: SnapshotReservation) {
-      return reserve(r);
-    },
-
     /** reserveSnapshot, and the sandbox's state, in one step: what a snapshot needs before it starts. */
     async beginSnapshot(r: SnapshotReservation) {
       const reserved = await reserve(r);

@@ -3,14 +3,14 @@ import { uploadSnapshot, type UploadSnapshotInput } from './snapshot-upload.js';
 import { keepHeartbeating } from './progress.js';
 import { setOperationProgress } from '../catalog/operations.js';
 import { stageSnapshot, type StageSnapshotInput } from './snapshot-restore.js';
-import { commitSwap, removeDiscarded, retireSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
+import { removeDiscarded, retireSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
 
 /**
  * The short control steps on a host (signals, renames, removals). They heartbeat every second for as
  * long as they run, so a workflow that gives them a heartbeatTimeout notices a dead worker within
  * seconds instead of after their start-to-close timeout, while the sandbox may be stopped.
  */
-const CONTROL_STEPS = ['quiesceSandbox', 'resumeSandbox', 'pauseSandbox', 'destroySandbox', 'createEmptySandbox', 'swapRoot', 'rollbackRoot', 'commitRoot', 'retireRoot', 'discardOldRoot'] as const;
+const CONTROL_STEPS = ['quiesceSandbox', 'resumeSandbox', 'pauseSandbox', 'destroySandbox', 'createEmptySandbox', 'swapRoot', 'rollbackRoot', 'retireRoot', 'discardOldRoot'] as const;
 
 function withHeartbeats<T extends Record<string, (...args: any[]) => Promise<any>>>(activities: T, names: readonly string[]): T {
   const out: Record<string, unknown> = { ...activities };
@@ -46,11 +46,6 @@ function sandboxActivities(deps: ActivityDeps) {
 
     async destroySandbox(sandboxId: string): Promise<void> {
       await runtime.destroy(sandboxId);
-    },
-
-    /** The upload alone. (Workflows started before snapshotSandbox.) */
-    async uploadSnapshot(input: UploadSnapshotInput) {
-      return uploadSnapshot(deps, input);
     },
 
     /**
@@ -97,12 +92,6 @@ function sandboxActivities(deps: ActivityDeps) {
 
     async rollbackRoot(sandboxId: string, operationId: string): Promise<void> {
       await rollbackSwap(runtime.sandboxDir(sandboxId), operationId);
-    },
-
-    /** The restore is final: the previous root is deleted. (Workflows started before retireRoot.) */
-    async commitRoot(sandboxId: string, operationId: string): Promise<void> {
-      await commitSwap(runtime.sandboxDir(sandboxId), operationId);
-      await deps.faultHook?.('restore:committed', { sandboxId });
     },
 
     /** The restore is final: the previous root can no longer come back; discardOldRoot deletes it. */

@@ -65,12 +65,6 @@ export async function rollbackSwap(sandboxDir: string, operationId: string): Pro
   await removeStaging(sandboxDir, operationId);
 }
 
-/** After success, for workflows started before retireSwap existed: deletes the previous root inline. */
-export async function commitSwap(sandboxDir: string, operationId: string): Promise<void> {
-  await removeTree(previousDir(sandboxDir, operationId));
-  await removeStaging(sandboxDir, operationId);
-}
-
 /**
  * After success the previous root is garbage: it is renamed out of the way at once (so no rollback
  * can bring it back), and removeDiscarded deletes it once the operation has reported success.
