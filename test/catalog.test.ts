@@ -72,7 +72,7 @@ function catalogSuite(engine: string, open: () => Promise<CatalogDb>) {
       });
     }
     async function reserve(accountId: string, sandboxId: string, name: string, kind: SnapshotKind = 'manual', l: Limits = LIMITS, id = newSnapshotId()) {
-      return reserveSnapshot(db, { id, accountId, sandboxId, name, kind, objectKey: `snapshots/${sandboxId}/${id}.tar.zst` }, l);
+      return reserveSnapshot(db, { id, accountId, sandboxId, name, kind}, l);
     }
     /** A reserved snapshot taken to ready. */
     async function ready(accountId: string, sandboxId: string, name: string, kind: SnapshotKind = 'manual', l: Limits = LIMITS) {

@@ -10,7 +10,8 @@ import { describeTree, gnuExtract, populateTree } from './support/tree.js';
 import { gz, gzipWithZeros, rawTar, ustarHeader } from './support/tar-builder.js';
 import { faultRegistry } from './support/faults.js';
 import { MiB, sleep } from './support/wait.js';
-import { getSnapshot } from '../src/catalog/snapshots.js';
+import { getSnapshot, newSnapshotObjectKey } from '../src/catalog/snapshots.js';
+import { classifyKey } from '../src/storage/layout.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -207,12 +208,12 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
 
     /** Nothing of an upload may remain: objects, partial files, multipart uploads. */
     async function storedImports(): Promise<string[]> {
-      const keys = (await collect(stack.store.list('imports/'))).map((b) => b.key);
+      const isImport = (key: string) => classifyKey(key)?.family === 'import';
+      const keys = (await collect(stack.store.list(''))).map((b) => b.key).filter(isImport);
       if (storeKind === 'fs') {
-        const dir = path.join(stack.dir, 'blobs', 'imports');
-        if (fs.existsSync(dir)) keys.push(...fs.readdirSync(dir, { recursive: true }).map((n) => `raw:${String(n)}`));
+        for await (const up of stack.store.listIncomplete!('')) if (isImport(up.key)) keys.push(`partial:${up.key}`);
       } else {
-        keys.push(...(await openUploadKeys(stack)).map((k) => `multipart:${k}`));
+        keys.push(...(await openUploadKeys(stack)).filter(isImport).map((k) => `multipart:${k}`));
       }
       return keys;
     }
@@ -237,7 +238,7 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
       expect(snap.state).toBe('ready');
       expect(op.result).toEqual({ snapshot_id: snapshotId, size_bytes: snap.size_bytes, sha256: snap.sha256 });
       const row = await getSnapshot(stack.db, snapshotId);
-      expect(row!.object_key).toBe(`snapshots/${id}/${snapshotId}.tar.zst`);
+      expect(row!.object_key).toBe(newSnapshotObjectKey(id, snapshotId));
       expect(await stack.store.head(row!.object_key)).toEqual({ key: row!.object_key, size: snap.size_bytes });
       // The uploaded copy is gone once converted.
       expect(await storedImports()).toEqual([]);

@@ -32,7 +32,7 @@ describe('historyTimeline over recorded histories', () => {
   });
 
   it('decodes local activities from their markers, with durations that are never negative', () => {
-    const t = historyTimeline(events(load('createSnapshotWorkflow.snapshot-in-one-host-step.json')));
+    const t = historyTimeline(events(loadFixture('createSnapshotWorkflow.snapshot-in-one-host-step.json')));
     expect(t.entries.map((e) => `${e.kind}:${e.name}`)).toEqual([
       'local_activity:beginSnapshot',
       'activity:snapshotSandbox',
@@ -43,7 +43,7 @@ describe('historyTimeline over recorded histories', () => {
   });
 
   it("reads an attempt's number and the previous attempt's failure from the started event, the last from the failed one", () => {
-    const json = load('createSnapshotWorkflow.snapshot-in-one-host-step.json');
+    const json = loadFixture('createSnapshotWorkflow.snapshot-in-one-host-step.json');
     const started = json.events.find((e: Record<string, unknown>) => e.activityTaskStartedEventAttributes);
     Object.assign(started.activityTaskStartedEventAttributes, {
       attempt: 3,
@@ -70,7 +70,7 @@ describe('historyTimeline over recorded histories', () => {
   });
 
   it("completes an activity still running from the pending activity's attempt and last failure", () => {
-    const json = load('createSnapshotWorkflow.snapshot-in-one-host-step.json');
+    const json = loadFixture('createSnapshotWorkflow.snapshot-in-one-host-step.json');
     const scheduled = json.events.findIndex((e: Record<string, unknown>) => e.activityTaskScheduledEventAttributes);
     const open = events({ events: json.events.slice(0, scheduled + 1) });
     const pending = [{ activityId: '2', attempt: 4, lastFailure: { message: 'S3 503' } }] as PendingActivity[];

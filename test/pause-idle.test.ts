@@ -125,7 +125,7 @@ describe('pause and resume', () => {
     for (let t = Date.now() - 2000; t <= Date.now() + 4000; t += 1000) {
       const name = `auto-pause-${new Date(t).toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '')}`;
       const snapId = newSnapshotId();
-      await reserveSnapshot(stack.db, { id: snapId, accountId: sandbox.account_id, sandboxId: id, name, kind: 'auto', objectKey: `snapshots/${id}/${snapId}.tar.zst` }, stack.config.limits);
+      await reserveSnapshot(stack.db, { id: snapId, accountId: sandbox.account_id, sandboxId: id, name, kind: 'auto' }, stack.config.limits);
       await markSnapshotReady(stack.db, snapId, 1, '0'.repeat(64));
       taken.push(name);
     }

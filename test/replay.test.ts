@@ -10,24 +10,34 @@ const OPERATION_WORKFLOWS = Object.values(OPERATIONS).map((d) => d.workflow.name
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
 const HISTORIES = path.join(import.meta.dirname, 'histories');
-const HISTORY_COUNT = 29;
+const HISTORY_COUNT = 22;
 
-/** The ids of the patches a recorded history went through (its core_patch markers). */
-function patchesOf(file: string): string[] {
+interface PatchMarker {
+  id: string;
+  deprecated: boolean;
+}
+
+/** The patches a recorded history went through (its core_patch markers), with their phase. */
+function patchesOf(file: string): PatchMarker[] {
   const history = JSON.parse(fs.readFileSync(file, 'utf8')) as { events: { markerRecordedEventAttributes?: { markerName?: string; details?: Record<string, { payloads?: { data?: string }[] }> } }[] };
-  const ids: string[] = [];
+  const markers: PatchMarker[] = [];
   for (const e of history.events) {
     const m = e.markerRecordedEventAttributes;
     if (m?.markerName !== 'core_patch') continue;
     for (const v of Object.values(m.details ?? {})) {
       for (const p of v.payloads ?? []) {
         const decoded = Buffer.from(p.data ?? '', 'base64').toString('utf8');
-        if (decoded.startsWith('{')) ids.push((JSON.parse(decoded) as { id: string }).id);
+        if (decoded.startsWith('{')) {
+          const { id, deprecated } = JSON.parse(decoded) as { id: string; deprecated?: boolean };
+          markers.push({ id, deprecated: !!deprecated });
+        }
       }
     }
   }
-  return ids;
+  return markers;
 }
+
+const historyOf = (type: string, recordedAfter: string) => path.join(HISTORIES, `${type}.${recordedAfter}.json`);
 
 describe('replay of recorded histories', () => {
   it('holds at least one history per workflow type', () => {
@@ -42,42 +52,39 @@ describe('replay of recorded histories', () => {
     expect(outcomes).toHaveLength(HISTORY_COUNT);
   });
 
-  it('keeps only histories that went through the deprecated patches of their workflow type', () => {
-    // Histories recorded before a deprecated patch were removed with its old branch: the code no
-    // longer takes that branch, so replaying them would fail (patches.ts states the rule).
-    const deprecated: Record<string, string[]> = {
-      createSnapshotWorkflow: ['catalog-local-activities', 'snapshot-in-one-host-step'],
-      pauseWorkflow: ['catalog-local-activities', 'snapshot-in-one-host-step'],
-      restoreWorkflow: ['catalog-local-activities', 'discard-root-after-success'],
-      forkWorkflow: ['catalog-local-activities', 'discard-root-after-success'],
-      deleteSnapshotWorkflow: ['catalog-local-activities'],
-      deleteSandboxWorkflow: ['catalog-local-activities'],
-      resumeWorkflow: ['catalog-local-activities'],
-      exportWorkflow: ['catalog-local-activities'],
-      importWorkflow: ['catalog-local-activities'],
-    };
+  it('keeps no operation history that could take a removed branch (patches.ts states the rule)', () => {
+    // The retired patches' calls are gone: a history that recorded one of them outside its
+    // deprecated phase would no longer replay. Every operation history went through the
+    // commit-points patch, whose old branches are removed.
+    const retired = ['catalog-local-activities', 'discard-root-after-success', 'snapshot-in-one-host-step'];
     for (const file of historyFiles([HISTORIES])) {
-      const type = path.basename(file, '.json').split('.')[0]!;
-      for (const id of deprecated[type] ?? []) expect(patchesOf(file), `${path.basename(file)} lacks ${id}`).toContain(id);
+      if (path.basename(file).startsWith('sandboxWorkflow.')) continue;
+      const markers = patchesOf(file);
+      expect(markers.filter((m) => retired.includes(m.id) && !m.deprecated), path.basename(file)).toEqual([]);
+      expect(markers.map((m) => m.id), path.basename(file)).toContain('commit-points-and-deadlines');
     }
   });
 
-  it('covers both sides of the commit-points-and-deadlines patch', () => {
-    // Every operation type has a history recorded after the patch, and one before it.
+  it('covers both phases of the commit-points-and-deadlines patch and both sides of object-layout', () => {
     for (const type of OPERATION_WORKFLOWS) {
-      expect(patchesOf(path.join(HISTORIES, `${type}.commit-points-and-deadlines.json`)), type).toContain('commit-points-and-deadlines');
-      const before = ['createSnapshotWorkflow', 'pauseWorkflow'].includes(type) ? 'snapshot-in-one-host-step' : 'catalog-local-activities';
-      expect(patchesOf(path.join(HISTORIES, `${type}.${before}.json`)), type).not.toContain('commit-points-and-deadlines');
+      // Recorded while the patch was `patched` (workflows open when the deprecation shipped), and after it.
+      expect(patchesOf(historyOf(type, 'after-deprecations')), type).toContainEqual({ id: 'commit-points-and-deadlines', deprecated: false });
+      expect(patchesOf(historyOf(type, 'object-layout')), type).toContainEqual({ id: 'commit-points-and-deadlines', deprecated: true });
     }
-    // After: the replaced root is still retired, and a restore's deadline timer is in its history.
-    const restoreAfter = fs.readFileSync(path.join(HISTORIES, 'restoreWorkflow.commit-points-and-deadlines.json'), 'utf8');
+    // The workflows that object-layout changed: their history before it takes the old branch.
+    for (const type of ['deleteSnapshotWorkflow', 'importWorkflow']) {
+      expect(patchesOf(historyOf(type, 'object-layout')), type).toContainEqual({ id: 'object-layout', deprecated: false });
+      expect(patchesOf(historyOf(type, 'after-deprecations')).map((m) => m.id), type).not.toContain('object-layout');
+    }
+    // The restore stages first, retires the replaced root, and its deadline timer is in its history.
+    const restoreAfter = fs.readFileSync(historyOf('restoreWorkflow', 'object-layout'), 'utf8');
     expect(restoreAfter).toContain('"retireRoot"');
     expect(restoreAfter).toContain('EVENT_TYPE_TIMER_STARTED');
   });
 
   it('a change that breaks running workflows is caught', async () => {
     const bundle = await bundleWorkflowCode({ workflowsPath: path.join(import.meta.dirname, 'support/nondeterministic-workflows.ts') });
-    const [outcome] = await replayHistoryFiles([path.join(HISTORIES, 'createSnapshotWorkflow.commit-points-and-deadlines.json')], bundle);
+    const [outcome] = await replayHistoryFiles([historyOf('createSnapshotWorkflow', 'object-layout')], bundle);
     expect(outcome!.error).toMatch(/[Nn]ondetermin/);
   }, 120_000);
 });

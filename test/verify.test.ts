@@ -8,6 +8,7 @@ import { apiClient } from './support/http.js';
 import { verifyTestStack } from './support/verify.js';
 import type { Finding, VerifyOptions } from '../src/service/verify/index.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
+import { layout } from '../src/storage/layout.js';
 import { getOperation, insertOperation } from '../src/catalog/operations.js';
 import { insertSandbox } from '../src/catalog/sandboxes.js';
 import { newOperationId, newSandboxId, newSnapshotId } from '../src/shared/ids.js';
@@ -63,7 +64,7 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
     expect((await api.waitOp(restore.body.operation.id)).status).toBe('succeeded');
     const exp = await api.call('POST', `/v1/snapshots/${snapshotId}/export`, {});
     expect((await api.waitOp(exp.body.operation.id)).status).toBe('succeeded');
-    expect(await stack.store.head(`exports/${snapshotId}.tar.gz`)).not.toBeNull();
+    expect(await stack.store.head(layout.export(sandbox, snapshotId))).not.toBeNull();
 
     expect(await verify()).toEqual([]);
     expect(await verify({ deep: true })).toEqual([]);
@@ -94,7 +95,15 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
   });
 
   it('an object no live row owns is orphan_object past the grace period; --repair deletes it', async () => {
-    const keys = [`snapshots/${sandbox}/${newSnapshotId()}.tar.zst`, `exports/${newSnapshotId()}.tar.gz.sha256`, `imports/${newSnapshotId()}-abc123.tar.gz`];
+    // Each family, in the current layout and in the one of earlier versions.
+    const keys = [
+      layout.archive(sandbox, newSnapshotId()),
+      layout.manifest(sandbox, newSnapshotId()),
+      layout.exportChecksum(sandbox, newSnapshotId()),
+      layout.importUpload(sandbox, newSnapshotId(), 'abc123'),
+      `exports/${newSnapshotId()}.tar.gz.sha256`,
+      `imports/${newSnapshotId()}-abc123.tar.gz`,
+    ];
     for (const key of keys) await stack.store.put(key, Readable.from([Buffer.from('orphan')]));
     // Young objects may belong to work in flight.
     expect(await verify({ graceSeconds: 900 })).toEqual([]);
@@ -103,7 +112,7 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
     expect(found.every((f) => f.repairable)).toBe(true);
 
     const repaired = await verify({ repair: true });
-    expect(repaired.map((f) => f.repaired)).toEqual([true, true, true]);
+    expect(repaired.map((f) => f.repaired)).toEqual(keys.map(() => true));
     for (const key of keys) expect(await stack.store.head(key)).toBeNull();
     expect(await verify()).toEqual([]);
   });

@@ -4,6 +4,8 @@ import * as snapshots from '../catalog/snapshots.js';
 import * as operations from '../catalog/operations.js';
 import * as sandboxes from '../catalog/sandboxes.js';
 import type { SandboxState, SnapshotKind } from '../catalog/schema.js';
+import { layout } from '../storage/layout.js';
+import { CagedError } from '../shared/errors.js';
 import { exportArchive, downloadUrl, type ExportArchiveInput } from './snapshot-export.js';
 import { convertImport, type ConvertImportInput } from './snapshot-import.js';
 
@@ -13,7 +15,6 @@ interface SnapshotReservation {
   sandboxId: string;
   name: string;
   kind: SnapshotKind;
-  objectKey: string;
   holdReplaced?: boolean;
 }
 
@@ -24,7 +25,7 @@ export function createCatalogActivities(deps: ActivityDeps) {
   async function reserve(r: SnapshotReservation) {
     const out = await snapshots.reserveSnapshot(
       db,
-      { id: r.snapshotId, accountId: r.accountId, sandboxId: r.sandboxId, name: r.name, kind: r.kind, objectKey: r.objectKey, holdReplaced: r.holdReplaced },
+      { id: r.snapshotId, accountId: r.accountId, sandboxId: r.sandboxId, name: r.name, kind: r.kind, holdReplaced: r.holdReplaced },
       limits,
     );
     return { objectKey: out.snapshot.object_key, replaces: out.replaces };
@@ -97,6 +98,24 @@ export function createCatalogActivities(deps: ActivityDeps) {
     async claimSnapshotForRead(snapshotId: string): Promise<{ objectKey: string; sha256: string; sizeBytes: number; sandboxId: string }> {
       const s = await snapshots.claimSnapshotForRead(db, snapshotId);
       return { objectKey: s.object_key, sha256: s.sha256 ?? '', sizeBytes: Number(s.size_bytes ?? 0), sandboxId: s.sandbox_id };
+    },
+
+    /** The key of a snapshot's data, as its reservation recorded it. */
+    async snapshotObjectKey(snapshotId: string): Promise<string> {
+      const row = await snapshots.getSnapshot(db, snapshotId);
+      if (!row) throw new CagedError('not_found', `snapshot ${snapshotId} not found`);
+      return row.object_key;
+    },
+
+    /** Every object the layout gives a snapshot (its data, its export and checksum, of this and earlier versions), with whatever interrupted uploads of them left. */
+    async deleteSnapshotObjects(snapshotId: string): Promise<void> {
+      const row = await snapshots.getSnapshot(db, snapshotId);
+      if (!row) return;
+      for (const key of [row.object_key, ...layout.snapshotExtras(row.sandbox_id, row.id)]) {
+        Context.current().heartbeat();
+        await store.abortIncomplete(key);
+        await store.delete(key);
+      }
     },
 
     /** Removes an object and whatever an interrupted upload of it left behind. */

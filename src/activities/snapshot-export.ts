@@ -7,8 +7,8 @@ import { progressReporter } from './progress.js';
 import { createMeter } from './stream-meter.js';
 import { CagedError } from '../shared/errors.js';
 import { signDownload } from '../shared/signed-url.js';
-
-export const exportKey = (snapshotId: string) => `exports/${snapshotId}.tar.gz`;
+import { getSnapshot } from '../catalog/snapshots.js';
+import { layout } from '../storage/layout.js';
 
 export interface ExportArchiveInput {
   operationId: string;
@@ -23,8 +23,10 @@ export interface ExportArchiveInput {
  */
 export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInput): Promise<{ key: string; sha256: string; sizeBytes: number; reused: boolean }> {
   const { store, db } = deps;
-  const key = exportKey(input.snapshotId);
-  const sumKey = `${key}.sha256`;
+  const row = await getSnapshot(db, input.snapshotId);
+  if (!row) throw new CagedError('not_found', `snapshot ${input.snapshotId} not found`);
+  const key = layout.export(row.sandbox_id, row.id);
+  const sumKey = layout.exportChecksum(row.sandbox_id, row.id);
   const existing = await store.head(key);
   const sum = existing ? await readSmall(deps, sumKey) : undefined;
   if (existing && sum) return { key, sha256: sum, sizeBytes: existing.size, reused: true };

@@ -3,6 +3,7 @@ import type { CatalogDb } from './db.js';
 import type { SnapshotKind, SnapshotRow, SnapshotState } from './schema.js';
 import type { Limits } from '../config.js';
 import { CagedError } from '../shared/errors.js';
+import { layout } from '../storage/layout.js';
 
 export const SNAPSHOT_NAME_RE = /^[A-Za-z0-9._-]{1,63}$/;
 const LIVE: SnapshotState[] = ['pending', 'ready', 'deleting'];
@@ -15,7 +16,6 @@ export interface Reservation {
   sandboxId: string;
   name: string;
   kind: SnapshotKind;
-  objectKey: string;
   /**
    * At the limit, take the auto snapshot this one replaces out of use now (state deleting), so the
    * limit holds at every moment and no reader can claim it; releaseReplacedSnapshot undoes that.
@@ -28,6 +28,9 @@ export interface ReserveOutcome {
   /** An auto snapshot that makes room for this one: the caller deletes it once this one is ready. */
   replaces?: string;
 }
+
+/** Where a new snapshot's data goes: the catalog decides, every layer reads it from the row. */
+export const newSnapshotObjectKey = (sandboxId: string, snapshotId: string) => layout.archive(sandboxId, snapshotId);
 
 const num = (v: unknown) => (v === null || v === undefined ? 0 : Number(v));
 
@@ -109,7 +112,7 @@ export async function reserveSnapshot(db: CatalogDb, r: Reservation, limits: Lim
         name: r.name,
         kind: r.kind,
         state: 'pending',
-        object_key: r.objectKey,
+        object_key: newSnapshotObjectKey(r.sandboxId, r.id),
       })
       .returningAll()
       .executeTakeFirstOrThrow();

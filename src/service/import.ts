@@ -3,7 +3,7 @@ import type { AppContext } from './context.js';
 import type { SandboxRow } from '../catalog/schema.js';
 import { discardReservation, reserveSnapshot, setSnapshotTreeBytes } from '../catalog/snapshots.js';
 import { submitOperation } from './operations.js';
-import { snapshotObjectKey } from '../workflows/snapshot-steps.js';
+import { layout } from '../storage/layout.js';
 import { validateTarGz } from '../archive/validate-import.js';
 import { newSnapshotId, randomSuffix } from '../shared/ids.js';
 import { CagedError } from '../shared/errors.js';
@@ -24,10 +24,10 @@ export async function importSnapshot(ctx: AppContext, sandbox: SandboxRow, name:
   // Reserved first, so a taken name or a full sandbox is refused before any byte is stored.
   const { snapshot } = await reserveSnapshot(
     ctx.db,
-    { id: snapshotId, accountId: sandbox.account_id, sandboxId: id, name, kind: 'manual', objectKey: snapshotObjectKey(id, snapshotId) },
+    { id: snapshotId, accountId: sandbox.account_id, sandboxId: id, name, kind: 'manual' },
     limits,
   );
-  const stagingKey = `imports/${snapshotId}-${randomSuffix(6)}.tar.gz`;
+  const stagingKey = layout.importUpload(id, snapshotId, randomSuffix(6));
   const toValidator = new PassThrough({ highWaterMark: 1 << 20 });
   const toStore = new PassThrough({ highWaterMark: 1 << 20 });
   // Their errors surface through validateTarGz and put; an 'error' event after those have

@@ -3,7 +3,6 @@ import type { OperationRow } from '../catalog/schema.js';
 import { getSandbox } from '../catalog/sandboxes.js';
 import { reserveSnapshot } from '../catalog/snapshots.js';
 import { submitOperation } from './operations.js';
-import { snapshotObjectKey } from '../workflows/snapshot-steps.js';
 import { newSnapshotId } from '../shared/ids.js';
 import { CagedError } from '../shared/errors.js';
 import type { OperationRequest } from '../shared/definitions.js';
@@ -22,7 +21,7 @@ export async function retryOperation(ctx: AppContext, op: OperationRow): Promise
     const snapshotId = newSnapshotId();
     await reserveSnapshot(
       ctx.db,
-      { id: snapshotId, accountId: sandbox.account_id, sandboxId: sandbox.id, name: i.name, kind: i.kind, objectKey: snapshotObjectKey(sandbox.id, snapshotId) },
+      { id: snapshotId, accountId: sandbox.account_id, sandboxId: sandbox.id, name: i.name, kind: i.kind },
       ctx.config.limits,
     );
     return submitOperation(ctx, sandbox, type, { ...i, snapshotId }, { snapshotId });

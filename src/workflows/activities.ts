@@ -1,5 +1,4 @@
-import { ActivityCancellationType, deprecatePatch, isCancellation, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
-import { CATALOG_LOCAL_ACTIVITIES } from './patches.js';
+import { ActivityCancellationType, isCancellation, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { CatalogActivities, HostControlActivities, HostDataActivities, StoreDataActivities } from '../activities/index.js';
 
 const SHORT_STEP = {
@@ -16,45 +15,25 @@ const SHORT_STEP = {
  */
 export const localCatalog = proxyLocalActivities<CatalogActivities>(SHORT_STEP);
 /** What operation workflows use. */
-export const catalog: typeof localCatalog = withDeprecatedPatch(localCatalog, CATALOG_LOCAL_ACTIVITIES);
-
-/**
- * The catalog-local-activities patch is deprecated: its marker sits where a workflow first used a
- * catalog step, so deprecatePatch is called there, on each use, until the call itself is removed
- * (once no operation that recorded the marker can be open: see patches.ts).
- */
-function withDeprecatedPatch<T extends object>(steps: T, patchId: string): T {
-  return new Proxy(steps, {
-    get: (target, name) => {
-      deprecatePatch(patchId);
-      return Reflect.get(target, name);
-    },
-  });
-}
+export const catalog = localCatalog;
 
 /**
  * Deleting an object: the store retries transient errors itself for up to CAGED_STORAGE_RETRY_S
  * (180 s by default), so one attempt may take that long; permanent errors fail at once. Two
  * attempts bound a compensation or clean-up that cannot reach the store.
  */
-export const objectStore = withDeprecatedPatch(
-  proxyLocalActivities<Pick<CatalogActivities, 'deleteObject'>>({
-    startToCloseTimeout: '10 minutes',
-    scheduleToCloseTimeout: '21 minutes',
-    retry: { initialInterval: '1 second', maximumAttempts: 2 },
-  }),
-  CATALOG_LOCAL_ACTIVITIES,
-);
+export const objectStore = proxyLocalActivities<Pick<CatalogActivities, 'deleteObject' | 'deleteSnapshotObjects'>>({
+  startToCloseTimeout: '10 minutes',
+  scheduleToCloseTimeout: '21 minutes',
+  retry: { initialInterval: '1 second', maximumAttempts: 2 },
+});
 
 /** Progress-only steps: two short attempts, then the operation goes on without them. */
-const progressSteps = withDeprecatedPatch(
-  proxyLocalActivities<Pick<CatalogActivities, 'reportStep'>>({
-    startToCloseTimeout: '5 seconds',
-    scheduleToCloseTimeout: '12 seconds',
-    retry: { initialInterval: '500 milliseconds', maximumAttempts: 2 },
-  }),
-  CATALOG_LOCAL_ACTIVITIES,
-);
+const progressSteps = proxyLocalActivities<Pick<CatalogActivities, 'reportStep'>>({
+  startToCloseTimeout: '5 seconds',
+  scheduleToCloseTimeout: '12 seconds',
+  retry: { initialInterval: '500 milliseconds', maximumAttempts: 2 },
+});
 
 /**
  * Records the step an operation is in. Best-effort: an unreachable catalog must not hold an

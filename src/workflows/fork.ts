@@ -1,9 +1,8 @@
-import { CancellationScope, patched } from '@temporalio/workflow';
+import { CancellationScope } from '@temporalio/workflow';
 import type { ForkInput } from '../shared/definitions.js';
 import { catalog, hostActivities, reportStep } from './activities.js';
 import { runOperation, throwIfCancelled } from './operation.js';
 import { finishSwap, restoreInto } from './restore-steps.js';
-import { COMMIT_POINTS } from './patches.js';
 
 /** A new sandbox with the snapshot's filesystem; a failed fork removes the half-made sandbox. */
 export async function forkWorkflow(input: ForkInput) {
@@ -18,12 +17,12 @@ export async function forkWorkflow(input: ForkInput) {
     await CancellationScope.nonCancellable(() => control.createEmptySandbox(input.newSandboxId));
     const out = await restoreInto({ operationId: input.operationId, snapshotId: input.snapshotId, targetSandboxId: input.newSandboxId, hostQueue: input.hostQueue }, saga);
     // A cancel that arrived while the disk steps ran is honoured here, before the commit point.
-    if (patched(COMMIT_POINTS)) throwIfCancelled();
+    throwIfCancelled();
     await CancellationScope.nonCancellable(async () => {
       await finishSwap(control, saga, input.newSandboxId, input.operationId);
       await catalog.setSandboxState(input.newSandboxId, 'running');
       // Commit point: the new sandbox exists and is recorded running; nothing may remove it now.
-      if (patched(COMMIT_POINTS)) saga.commit();
+      saga.commit();
     });
     return { sandbox_id: input.newSandboxId, snapshot_id: input.snapshotId, ...out };
   }, input.deadlineSeconds);

@@ -1,9 +1,9 @@
 import { CancellationScope, patched } from '@temporalio/workflow';
 import type { ImportInput } from '../shared/definitions.js';
-import { COMMIT_POINTS } from './patches.js';
 import { catalog, objectStore, reportStep, sharedData } from './activities.js';
 import { runOperation } from './operation.js';
-import { snapshotObjectKey } from './snapshot-steps.js';
+import { OBJECT_LAYOUT } from './patches.js';
+import { layout } from '../storage/layout.js';
 
 /**
  * The API validated the upload and reserved the snapshot; this converts it to the snapshot format.
@@ -11,7 +11,8 @@ import { snapshotObjectKey } from './snapshot-steps.js';
  */
 export async function importWorkflow(input: ImportInput) {
   return runOperation(input.operationId, async (saga) => {
-    const objectKey = snapshotObjectKey(input.sandboxId, input.snapshotId);
+    // The key the API's reservation recorded; before the patch, the key of the archive format.
+    const objectKey = patched(OBJECT_LAYOUT) ? await catalog.snapshotObjectKey(input.snapshotId) : layout.archive(input.sandboxId, input.snapshotId);
     saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(input.snapshotId, why.code, why.message));
     saga.add('delete partial object', () => objectStore.deleteObject(objectKey));
     saga.add('delete upload', () => objectStore.deleteObject(input.stagingKey));
@@ -22,16 +23,11 @@ export async function importWorkflow(input: ImportInput) {
       stagingKey: input.stagingKey,
       objectKey,
     });
-    if (patched(COMMIT_POINTS)) {
-      // Not cancelled mid-commit: the saga would delete a ready snapshot's object.
-      await CancellationScope.nonCancellable(() => catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256));
-      // Commit point: the snapshot is ready; removing the upload is clean-up.
-      saga.commit();
-      saga.afterSuccess('delete upload', () => objectStore.deleteObject(input.stagingKey));
-    } else {
-      await catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256);
-      await objectStore.deleteObject(input.stagingKey);
-    }
+    // Not cancelled mid-commit: the saga would delete a ready snapshot's object.
+    await CancellationScope.nonCancellable(() => catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256));
+    // Commit point: the snapshot is ready; removing the upload is clean-up.
+    saga.commit();
+    saga.afterSuccess('delete upload', () => objectStore.deleteObject(input.stagingKey));
     return { snapshot_id: input.snapshotId, size_bytes: sizeBytes, sha256 };
   }, input.deadlineSeconds);
 }

@@ -1,9 +1,8 @@
-import { ApplicationFailure, CancellationScope, CancelledFailure, condition, isCancellation, log, patched } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, CancelledFailure, condition, deprecatePatch, isCancellation, log } from '@temporalio/workflow';
 import { catalog, reportStep } from './activities.js';
 import { describeFailure, type FailureInfo } from './failure.js';
 import { Saga } from './saga.js';
 import { COMMIT_POINTS } from './patches.js';
-
 
 /** Used when the request carries no deadline (requests queued before deadlines existed). */
 const DEFAULT_DEADLINE_S = 2 * 3600;
@@ -20,12 +19,11 @@ export async function runOperation<T>(
   deadlineSeconds?: number,
 ): Promise<T> {
   const saga = new Saga();
-  const withDeadline = patched(COMMIT_POINTS);
+  // Where the patch's marker was first recorded in every operation workflow.
+  deprecatePatch(COMMIT_POINTS);
   let expired = false;
   try {
-    const result = withDeadline
-      ? await runWithDeadline((deadlineSeconds ?? DEFAULT_DEADLINE_S) * 1000, () => body(saga), () => (expired = true))
-      : await body(saga);
+    const result = await runWithDeadline((deadlineSeconds ?? DEFAULT_DEADLINE_S) * 1000, () => body(saga), () => (expired = true));
     await CancellationScope.nonCancellable(() => catalog.finishOperation(operationId, { status: 'succeeded', result }));
     // The operation has succeeded whatever happens here; a failed clean-up only leaves garbage behind.
     const cleanupFailed = await saga.cleanUp();
@@ -33,13 +31,13 @@ export async function runOperation<T>(
     return result;
   } catch (err) {
     // A cancel can surface as the failure of the step it interrupted; the request is what counts.
-    const cancelled = !expired && (isCancellation(err) || (withDeadline && CancellationScope.current().consideredCancelled));
+    const cancelled = !expired && (isCancellation(err) || CancellationScope.current().consideredCancelled);
     const why: FailureInfo = expired
       ? { code: 'deadline_exceeded', message: `the operation did not finish within its deadline of ${deadlineSeconds ?? DEFAULT_DEADLINE_S} s and was rolled back` }
       : cancelled
         ? { code: 'cancelled', message: 'the operation was cancelled' }
         : describeFailure(err);
-    if (withDeadline && saga.hasCompensations()) {
+    if (saga.hasCompensations()) {
       await CancellationScope.nonCancellable(() => reportStep(operationId, 'rolling_back'));
     }
     const undoFailed = await saga.compensate(why);

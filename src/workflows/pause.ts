@@ -1,10 +1,9 @@
-import { CancellationScope, isCancellation, patched, uuid4, workflowInfo } from '@temporalio/workflow';
+import { CancellationScope, isCancellation, uuid4, workflowInfo } from '@temporalio/workflow';
 import type { PauseInput } from '../shared/definitions.js';
 import { catalog, hostActivities, reportStep } from './activities.js';
 import { runOperation } from './operation.js';
 import { takeSnapshot } from './snapshot-steps.js';
 import { describeFailure } from './failure.js';
-import { COMMIT_POINTS } from './patches.js';
 
 export interface PauseResult {
   already_paused?: boolean;
@@ -36,10 +35,9 @@ export async function pauseWorkflow(input: PauseInput): Promise<PauseResult> {
 
     const snapshotId = `snap-${uuid4().replace(/-/g, '').slice(0, 8)}`;
     const startedAt = workflowInfo().startTime.getTime();
-    // From the patch on, the snapshot has undo steps of its own: when it fails the sandbox stays
-    // paused (its disk holds every write) and only the snapshot is rolled back.
-    const isolated = patched(COMMIT_POINTS);
-    const snapSaga = isolated ? saga.child() : saga;
+    // The snapshot has undo steps of its own: when it fails the sandbox stays paused (its disk
+    // holds every write) and only the snapshot is rolled back.
+    const snapSaga = saga.child();
     try {
       const snap = await takeSnapshot(
         {
@@ -59,19 +57,13 @@ export async function pauseWorkflow(input: PauseInput): Promise<PauseResult> {
       return { snapshot_id: snap.snapshot_id, ...(snap.replaced ? { replaced: snap.replaced } : {}) };
     } catch (err) {
       const why = describeFailure(err);
-      if (isolated) {
-        // A cancelled pause is undone whole: its snapshot here, the sandbox running again by the
-        // parent saga once this rethrows.
-        const cancelled = isCancellation(err) || CancellationScope.current().consideredCancelled;
-        const undoFailed = await snapSaga.compensate(cancelled ? { code: 'cancelled', message: 'the operation was cancelled' } : why);
-        if (cancelled) throw err;
-        const reason = undoFailed.length ? `${why.message} (rollback steps failed: ${undoFailed.join(', ')})` : why.message;
-        return { snapshot_skipped: { code: why.code, reason } };
-      }
-      // At the snapshot limit with nothing replaceable, the pause still happens and says why.
-      if (why.code !== 'limit_exceeded') throw err;
-      await catalog.markSnapshotFailed(snapshotId, why.code, why.message);
-      return { snapshot_skipped: { code: why.code, reason: why.message } };
+      // A cancelled pause is undone whole: its snapshot here, the sandbox running again by the
+      // parent saga once this rethrows.
+      const cancelled = isCancellation(err) || CancellationScope.current().consideredCancelled;
+      const undoFailed = await snapSaga.compensate(cancelled ? { code: 'cancelled', message: 'the operation was cancelled' } : why);
+      if (cancelled) throw err;
+      const reason = undoFailed.length ? `${why.message} (rollback steps failed: ${undoFailed.join(', ')})` : why.message;
+      return { snapshot_skipped: { code: why.code, reason } };
     }
   }, input.deadlineSeconds);
 }

@@ -1,5 +1,4 @@
-import { CancellationScope, deprecatePatch } from '@temporalio/workflow';
-import { DISCARD_ROOT_AFTER_SUCCESS } from './patches.js';
+import { CancellationScope } from '@temporalio/workflow';
 import { catalog, hostActivities, reportStep } from './activities.js';
 import type { Saga } from './saga.js';
 import { describeFailure } from './failure.js';
@@ -55,7 +54,6 @@ export async function swapInto(a: RestoreArgs): Promise<void> {
  * reported success, so the caller does not wait for the deletion.
  */
 export async function finishSwap(control: ReturnType<typeof hostActivities>['control'], saga: Saga, sandboxId: string, operationId: string): Promise<void> {
-  deprecatePatch(DISCARD_ROOT_AFTER_SUCCESS);
   await control.retireRoot(sandboxId, operationId);
   saga.afterSuccess('remove the previous root', () => control.discardOldRoot(sandboxId, operationId));
 }

@@ -1,35 +1,16 @@
-import { CancellationScope, patched } from '@temporalio/workflow';
+import { CancellationScope } from '@temporalio/workflow';
 import type { RestoreInput } from '../shared/definitions.js';
 import { catalog, hostActivities, reportStep } from './activities.js';
 import { runOperation, throwIfCancelled } from './operation.js';
-import { afterCommit, finishSwap, restoreInto, stageInto, swapInto } from './restore-steps.js';
+import { afterCommit, finishSwap, stageInto, swapInto } from './restore-steps.js';
 import type { Saga } from './saga.js';
-import { COMMIT_POINTS } from './patches.js';
 
 /**
  * Replaces the target's filesystem with the snapshot's, exactly. Its processes are stopped
  * meanwhile, and it ends in the state it had before (running or paused).
  */
 export async function restoreWorkflow(input: RestoreInput) {
-  return runOperation(input.operationId, async (saga) => {
-    if (patched(COMMIT_POINTS)) return restoreStagedFirst(input, saga);
-    const { control } = hostActivities(input.hostQueue);
-    const before = await catalog.getSandboxState(input.targetSandboxId);
-    await reportStep(input.operationId, 'quiescing');
-    if (before !== 'paused') saga.add('resume target', () => control.resumeSandbox(input.targetSandboxId));
-    // Steps on the disk and processes are not cancelled half-way: a cancelled activity would go on
-    // running on the host while the compensations already undo it.
-    await CancellationScope.nonCancellable(() => control.pauseSandbox(input.targetSandboxId));
-    const out = await restoreInto({ ...input }, saga);
-    await reportStep(input.operationId, 'finalizing');
-    // Once the previous root is retired the restore cannot be undone, so it is finished, not cancelled.
-    await CancellationScope.nonCancellable(async () => {
-      await finishSwap(control, saga, input.targetSandboxId, input.operationId);
-      if (before !== 'paused') await control.resumeSandbox(input.targetSandboxId);
-      await catalog.touchSandbox(input.targetSandboxId);
-    });
-    return { snapshot_id: input.snapshotId, sandbox_id: input.targetSandboxId, ...out };
-  }, input.deadlineSeconds);
+  return runOperation(input.operationId, (saga) => restoreStagedFirst(input, saga), input.deadlineSeconds);
 }
 
 /**

@@ -1,11 +1,11 @@
-import { CancellationScope, deprecatePatch, patched } from '@temporalio/workflow';
+import { CancellationScope, patched } from '@temporalio/workflow';
 import { catalog, hostActivities, objectStore } from './activities.js';
 import type { Saga } from './saga.js';
 import { failureCode } from './failure.js';
-import { COMMIT_POINTS, SNAPSHOT_IN_ONE_HOST_STEP } from './patches.js';
 import type { SnapshotResult } from '../shared/definitions.js';
+import { OBJECT_LAYOUT } from './patches.js';
+import { layout } from '../storage/layout.js';
 
-export const snapshotObjectKey = (sandboxId: string, snapshotId: string) => `snapshots/${sandboxId}/${snapshotId}.tar.zst`;
 
 export interface TakeSnapshotArgs {
   operationId: string;
@@ -26,15 +26,13 @@ export interface TakeSnapshotArgs {
  * The sandbox is resumed on every path (success, failure, cancellation) when resumeAfter is set.
  */
 export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<SnapshotResult & { replaced?: string }> {
-  deprecatePatch(SNAPSHOT_IN_ONE_HOST_STEP);
-  const committed = patched(COMMIT_POINTS);
   const { control, data } = hostActivities(a.hostQueue);
-  const objectKey = snapshotObjectKey(a.sandboxId, a.snapshotId);
   saga.add('mark snapshot failed', (why) => catalog.markSnapshotFailed(a.snapshotId, why.code, why.message));
-  const { replaces, sandboxState } = await reserve(a, objectKey, (r) => catalog.beginSnapshot(committed ? { ...r, holdReplaced: true } : r));
+  // The catalog names the snapshot's object (the key is on its row from the reservation on).
+  const { replaces, sandboxState, objectKey } = await reserve(a, (r) => catalog.beginSnapshot({ ...r, holdReplaced: true }));
   // The reservation took the replaced snapshot out of use (it no longer counts against the limit
   // and no reader can claim it); until this one is ready it goes back to ready on any failure.
-  if (committed && replaces) saga.add('keep the replaced snapshot', () => catalog.releaseReplacedSnapshot(replaces));
+  if (replaces) saga.add('keep the replaced snapshot', () => catalog.releaseReplacedSnapshot(replaces));
 
   // Operations on a sandbox are serialised, so its catalog state cannot change under us.
   const resume = a.resumeAfter && sandboxState !== 'paused';
@@ -52,13 +50,8 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
 
   // The commit step itself is not cancelled: a cancel that interrupted it after the row became
   // ready would make the saga delete a ready snapshot's object.
-  if (committed) await CancellationScope.nonCancellable(() => catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256, a.operationId));
-  else await catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256, a.operationId);
+  await CancellationScope.nonCancellable(() => catalog.markSnapshotReady(a.snapshotId, sizeBytes, sha256, a.operationId));
   const result = { snapshot_id: a.snapshotId, size_bytes: sizeBytes, sha256, ...(replaces ? { replaced: replaces } : {}) };
-  if (!committed) {
-    if (replaces) await deleteSnapshotData(replaces, a.operationId);
-    return result;
-  }
   // Commit point: the snapshot is ready and nothing may undo it. Deleting the snapshot it replaces
   // is clean-up; if that fails the old one stays out of use, for `caged admin verify --repair`.
   saga.commit();
@@ -68,25 +61,28 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
 
 const MAX_NAME_ATTEMPTS = 60;
 
-type Reservation = { snapshotId: string; accountId: string; sandboxId: string; name: string; kind: 'manual' | 'auto'; objectKey: string };
+type Reservation = { snapshotId: string; accountId: string; sandboxId: string; name: string; kind: 'manual' | 'auto' };
 
-async function reserve<R>(a: TakeSnapshotArgs, objectKey: string, step: (r: Reservation) => Promise<R>): Promise<R> {
+async function reserve<R>(a: TakeSnapshotArgs, step: (r: Reservation) => Promise<R>): Promise<R> {
   for (let attempt = 0; ; attempt++) {
     const name = typeof a.name === 'string' ? a.name : a.name(attempt);
     try {
-      return await step({ snapshotId: a.snapshotId, accountId: a.accountId, sandboxId: a.sandboxId, name, kind: a.kind, objectKey });
+      return await step({ snapshotId: a.snapshotId, accountId: a.accountId, sandboxId: a.sandboxId, name, kind: a.kind });
     } catch (err) {
       if (typeof a.name === 'string' || attempt >= MAX_NAME_ATTEMPTS || failureCode(err) !== 'name_taken') throw err;
     }
   }
 }
 
-/** deleting → object gone → deleted; every step is idempotent. */
+/** deleting → objects gone → deleted; every step is idempotent. */
 export async function deleteSnapshotData(snapshotId: string, operationId: string): Promise<void> {
   const { objectKey } = await catalog.beginDeleteSnapshot(snapshotId, operationId);
-  await objectStore.deleteObject(objectKey);
-  // The exported .tar.gz and its checksum go too, so no download link outlives the snapshot.
-  await objectStore.deleteObject(`exports/${snapshotId}.tar.gz`);
-  await objectStore.deleteObject(`exports/${snapshotId}.tar.gz.sha256`);
+  if (patched(OBJECT_LAYOUT)) {
+    // Every object the layout gives the snapshot, its export (so no download link outlives it) included.
+    await objectStore.deleteSnapshotObjects(snapshotId);
+  } else {
+    await objectStore.deleteObject(objectKey);
+    for (const key of layout.legacyExports(snapshotId)) await objectStore.deleteObject(key);
+  }
   await catalog.markSnapshotDeleted(snapshotId);
 }

@@ -15,6 +15,7 @@ import { apiClient } from './http.js';
 import { killAllChildren } from './processes.js';
 import { describeTree, gnuExtract, populateTree, sha256File, type TreeEntry } from './tree.js';
 import { openUploadKeys } from './s3.js';
+import { classifyKey, layout } from '../../src/storage/layout.js';
 import { getSnapshot } from '../../src/catalog/snapshots.js';
 import { MiB } from './wait.js';
 
@@ -97,13 +98,12 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
   async function checkStack(sandboxIds: string[]): Promise<void> {
     const snaps = await stack.db.selectFrom('snapshots').selectAll().where('account_id', '=', accountId).where('sandbox_id', 'in', sandboxIds).execute();
     const ids = new Set(snaps.map((s) => s.id));
-    const ours = (key: string) =>
-      sandboxIds.some((sb) => key.startsWith(`snapshots/${sb}/`)) || [...ids].some((id) => key.startsWith(`exports/${id}.`) || key.startsWith(`imports/${id}-`));
+    const ours = (key: string) => sandboxIds.some((sb) => key.startsWith(`snapshots/${sb}/`)) || ids.has(classifyKey(key)?.snapshotId ?? '');
     expect((await openUploadKeys(stack)).filter(ours)).toEqual([]);
     expect(snaps.filter((s) => s.state === 'pending' || s.state === 'deleting').map((s) => `${s.id} ${s.state}`)).toEqual([]);
     const live = snaps.filter((s) => s.state === 'ready');
     const allowed = new Set<string>();
-    for (const s of live) allowed.add(s.object_key).add(`exports/${s.id}.tar.gz`).add(`exports/${s.id}.tar.gz.sha256`);
+    for (const s of live) for (const key of [s.object_key, ...layout.snapshotExtras(s.sandbox_id, s.id)]) allowed.add(key);
     const orphans: string[] = [];
     for await (const o of stack.store.list('')) if (ours(o.key) && !allowed.has(o.key)) orphans.push(o.key);
     expect(orphans).toEqual([]);

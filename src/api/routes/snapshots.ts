@@ -8,7 +8,6 @@ import { sandboxIdParam } from './sandboxes.js';
 import { getAccountSandbox, getSnapshotSandbox } from '../../catalog/sandboxes.js';
 import { activeReader, getAccountSnapshot, listSandboxSnapshots, reserveSnapshot } from '../../catalog/snapshots.js';
 import { submitOperation } from '../../service/operations.js';
-import { snapshotObjectKey } from '../../workflows/snapshot-steps.js';
 import { newSnapshotId, SNAPSHOT_ID_RE } from '../../shared/ids.js';
 import { CagedError } from '../../shared/errors.js';
 
@@ -27,7 +26,7 @@ export function snapshotRoutes(app: FastifyInstance, ctx: AppContext) {
       // Reserved here so that a taken name or a limit is answered at once with 409/422.
       const { snapshot } = await reserveSnapshot(
         ctx.db,
-        { id: snapshotId, accountId: sandbox.account_id, sandboxId: id, name, kind: 'manual', objectKey: snapshotObjectKey(id, snapshotId) },
+        { id: snapshotId, accountId: sandbox.account_id, sandboxId: id, name, kind: 'manual' },
         ctx.config.limits,
       );
       const operation = await submitOperation(ctx, sandbox, 'create_snapshot', { sandboxId: id, snapshotId, name, kind: 'manual' }, { snapshotId });

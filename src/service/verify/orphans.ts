@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import type { BlobInfo, BlobStore, IncompleteUpload } from '../../storage/blob-store.js';
 import type { SnapshotRow } from '../../catalog/schema.js';
-import { classifyKey, type KeyFamily } from './key-families.js';
+import { classifyKey, type KeyFamily } from '../../storage/layout.js';
 import { pastGrace, type Check, type CheckRun, type Found } from './findings.js';
 
 interface Owners {
@@ -36,9 +36,12 @@ async function loadOwners(run: CheckRun, keys: string[]): Promise<Owners> {
   return { snapshots, importKeys, exporting };
 }
 
+/** The families whose keys belong to one snapshot (packs belong to an account: checked with the chunk store). */
+type SnapshotFamily = Exclude<KeyFamily, 'pack'>;
+
 /** Why a complete object has no live owner, or undefined when it has one. */
-function objectOrphaned(key: string, family: KeyFamily, row: SnapshotRow | undefined, owners: Owners): string | undefined {
-  if (family === 'snapshot') {
+function objectOrphaned(key: string, family: SnapshotFamily, row: SnapshotRow | undefined, owners: Owners): string | undefined {
+  if (family === 'manifest' || family === 'archive') {
     if (row && row.object_key === key && ['pending', 'ready', 'deleting'].includes(row.state)) return undefined;
   } else if (family === 'export') {
     // A deleting snapshot's delete removes its export next.
@@ -48,7 +51,7 @@ function objectOrphaned(key: string, family: KeyFamily, row: SnapshotRow | undef
 }
 
 /** Why an unfinished upload has no live writer, or undefined when it may still have one. */
-function uploadOrphaned(family: KeyFamily, snapshotId: string, row: SnapshotRow | undefined, owners: Owners): string | undefined {
+function uploadOrphaned(family: SnapshotFamily, snapshotId: string, row: SnapshotRow | undefined, owners: Owners): string | undefined {
   if (family === 'export' ? owners.exporting.has(snapshotId) : row?.state === 'pending') return undefined;
   return row ? `its snapshot ${row.id} is ${row.state}${family === 'export' ? ' and no export of it runs' : ''}` : `no snapshot ${snapshotId} in the catalog`;
 }
@@ -86,6 +89,7 @@ export const checkOrphans: Check = async (run) => {
       found.push({ check: 'unknown_object', subject: obj.key, detail: `object of ${obj.size} bytes outside every key family caged writes; left alone` });
       continue;
     }
+    if (kind.family === 'pack' || !kind.snapshotId) continue;
     const row = owners.snapshots.get(kind.snapshotId);
     const why = objectOrphaned(obj.key, kind.family, row, owners);
     if (!why || !pastGrace(run, later(await modifiedAt(store, obj), row?.updated_at))) continue;
@@ -109,6 +113,7 @@ export const checkOrphans: Check = async (run) => {
       found.push({ check: 'unknown_object', subject: up.key, detail: `unfinished upload ${up.uploadId} outside every key family caged writes; left alone` });
       continue;
     }
+    if (kind.family === 'pack' || !kind.snapshotId) continue;
     const row = owners.snapshots.get(kind.snapshotId);
     const why = uploadOrphaned(kind.family, kind.snapshotId, row, owners);
     // Every unfinished upload of the key must be old: abortIncomplete removes them all.
