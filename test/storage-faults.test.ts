@@ -10,7 +10,7 @@ import { CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { recordFigure } from './support/figures.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
-import { uploadSnapshot } from '../src/activities/snapshot-upload.js';
+import { uploadProgress, uploadSnapshot } from '../src/activities/snapshot-upload.js';
 import type { RetryInfo } from '../src/storage/blob-store.js';
 
 /**
@@ -202,7 +202,10 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
     const env = new MockActivityEnvironment({ heartbeatDetails: { step: 'uploading', bytes: 6 * 1024 * 1024, uploadIds: [leftover] } });
     const beats: Array<{ uploadIds?: string[] }> = [];
     env.on('heartbeat', (d: { uploadIds?: string[] }) => beats.push({ uploadIds: d.uploadIds && [...d.uploadIds] }));
-    const out: { sizeBytes: number } = await env.run(() => uploadSnapshot(stack.deps, { operationId: `op-${snapshotId}`, accountId, sandboxId: id, snapshotId, objectKey: key }));
+    const out: { sizeBytes: number } = await env.run(() => {
+      const input = { operationId: `op-${snapshotId}`, accountId, sandboxId: id, snapshotId, objectKey: key };
+      return uploadSnapshot(stack.deps, input, uploadProgress(stack.deps, input));
+    });
 
     expect(out.sizeBytes).toBeGreaterThan(12 * 1024 * 1024);
     expect(proxy.injected['not-implemented']).toBeGreaterThanOrEqual(1);

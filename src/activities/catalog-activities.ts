@@ -8,6 +8,7 @@ import { layout } from '../storage/layout.js';
 import { CagedError } from '../shared/errors.js';
 import { exportArchive, downloadUrl, type ExportArchiveInput } from './snapshot-export.js';
 import { convertImport, type ConvertImportInput } from './snapshot-import.js';
+import { progressReporter } from './progress.js';
 
 interface SnapshotReservation {
   snapshotId: string;
@@ -33,7 +34,7 @@ export function createCatalogActivities(deps: ActivityDeps) {
 
   return {
     async exportArchive(input: ExportArchiveInput) {
-      return exportArchive(deps, input);
+      return exportArchive(deps, input, progressReporter(db, input.operationId, input.step ?? 'exporting'));
     },
 
     async downloadUrl(key: string, filename: string) {
@@ -41,7 +42,7 @@ export function createCatalogActivities(deps: ActivityDeps) {
     },
 
     async convertImport(input: ConvertImportInput) {
-      return convertImport(deps, input);
+      return convertImport(deps, input, progressReporter(db, input.operationId, input.step ?? 'converting'));
     },
 
     async touchSandbox(sandboxId: string): Promise<void> {

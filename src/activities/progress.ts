@@ -11,13 +11,31 @@ import type { RetryInfo } from '../storage/blob-store.js';
 const TICK_MS = 1000;
 
 /**
+ * Where a data mover reports what it has done. The activity that runs the mover makes it, for the
+ * operation and the step the workflow named; the mover only counts, and runs its work under it.
+ */
+export interface ProgressSink {
+  /** Counts bytes moved; cheap, called per chunk. */
+  add(n: number): void;
+  readonly bytes: number;
+  /** Hooks for store calls, so retries of a storage request show on the operation. */
+  readonly storeHooks: { onRetry: (info: RetryInfo) => void; onRecovered: () => void };
+  /** A small fact for the next attempt (a multipart upload's id), sent with every heartbeat; `now` heartbeats at once. */
+  note(key: string, value: unknown, now?: boolean): void;
+  /** Runs the work under heartbeats and progress writes once a second. */
+  during<T>(work: () => Promise<T>): Promise<T>;
+  /** Waits for the last progress write and records the final count. */
+  flush(): Promise<void>;
+}
+
+/**
  * Counts the bytes a data mover has moved and reports them on a clock, not per chunk: add() runs
  * once per chunk and only counts, while during() heartbeats and writes the operation's catalog row
  * once a second for as long as the work runs, whether bytes move or not (tar still extracting what
  * was already hashed, the final fsync of a large archive), so status requests see live progress
  * and a slow phase never looks like a dead worker.
  */
-export function progressReporter(db: CatalogDb, operationId: string, step: string, extra?: (bytes: number) => Promise<void>) {
+export function progressReporter(db: CatalogDb, operationId: string, step: string, extra?: (bytes: number) => Promise<void>): ProgressSink {
   let bytes = 0;
   let writing: Promise<void> = Promise.resolve();
   let retrying: RetryingJson | null = null;

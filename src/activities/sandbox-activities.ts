@@ -1,9 +1,8 @@
 import type { ActivityDeps } from './deps.js';
-import { uploadSnapshot, type UploadSnapshotInput } from './snapshot-upload.js';
-import { keepHeartbeating } from './progress.js';
+import { uploadProgress, uploadSnapshot, type UploadSnapshotInput } from './snapshot-upload.js';
+import { keepHeartbeating, progressReporter } from './progress.js';
 import { setOperationProgress } from '../catalog/operations.js';
 import { stageSnapshot, type StageSnapshotInput } from './snapshot-restore.js';
-import { removeDiscarded, retireSwap, rollbackSwap, swapIn } from '../sandbox/root-swap.js';
 
 /**
  * The short control steps on a host (signals, renames, removals). They heartbeat every second for as
@@ -53,12 +52,12 @@ function sandboxActivities(deps: ActivityDeps) {
      * and a snapshot makes one round trip through the server instead of three. A retry quiesces
      * again; if this worker dies, the workflow's compensation resumes the sandbox.
      */
-    async snapshotSandbox(input: UploadSnapshotInput & { quiesce: boolean; resume: boolean }) {
+    async snapshotSandbox(input: UploadSnapshotInput & { quiesce: boolean; resume: boolean; quiesceStep?: string }) {
       const resume = () => runtime.resume(input.sandboxId);
       let stopped = false;
       const quiesce = async () => {
         // Progress only: a catalog that is away for a moment must not fail (and so re-run) the snapshot.
-        await setOperationProgress(deps.db, input.operationId, { step: 'quiescing' }).catch((err) =>
+        await setOperationProgress(deps.db, input.operationId, { step: input.quiesceStep ?? 'quiescing' }).catch((err) =>
           deps.log.warn({ err: (err as Error).message, operationId: input.operationId }, 'could not record the quiescing step'),
         );
         stopped = true;
@@ -67,7 +66,7 @@ function sandboxActivities(deps: ActivityDeps) {
       try {
         // Quiesced once the store and the catalog have answered; resumed as soon as tar has read
         // the tree, before the archive is stored and synced.
-        return await uploadSnapshot(deps, input, input.resume ? resume : undefined, input.quiesce ? quiesce : undefined);
+        return await uploadSnapshot(deps, input, uploadProgress(deps, input), input.resume ? resume : undefined, input.quiesce ? quiesce : undefined);
       } catch (err) {
         // A quiesce that failed half-way, or an upload that failed after it, must not leave the
         // processes stopped until the workflow's compensation, which runs only after the last retry.
@@ -81,27 +80,27 @@ function sandboxActivities(deps: ActivityDeps) {
     },
 
     async stageSnapshot(input: StageSnapshotInput): Promise<void> {
-      await stageSnapshot(deps, input);
+      await stageSnapshot(deps, input, progressReporter(deps.db, input.operationId, input.step ?? 'extracting'));
     },
 
     /** Staging becomes the root; the old root is kept beside it until commit or rollback. */
     async swapRoot(sandboxId: string, operationId: string): Promise<void> {
-      await swapIn(runtime.sandboxDir(sandboxId), operationId);
+      await runtime.swapIn(sandboxId, operationId);
       await deps.faultHook?.('restore:swapped', { sandboxId });
     },
 
     async rollbackRoot(sandboxId: string, operationId: string): Promise<void> {
-      await rollbackSwap(runtime.sandboxDir(sandboxId), operationId);
+      await runtime.rollbackSwap(sandboxId, operationId);
     },
 
     /** The restore is final: the previous root can no longer come back; discardOldRoot deletes it. */
     async retireRoot(sandboxId: string, operationId: string): Promise<void> {
-      await retireSwap(runtime.sandboxDir(sandboxId), operationId);
+      await runtime.retireSwap(sandboxId, operationId);
       await deps.faultHook?.('restore:committed', { sandboxId });
     },
 
     async discardOldRoot(sandboxId: string, operationId: string): Promise<void> {
-      await removeDiscarded(runtime.sandboxDir(sandboxId), operationId);
+      await runtime.removeRetired(sandboxId, operationId);
     },
   };
 }

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { transcodeToGzip } from '../archive/snapshot-format.js';
-import { progressReporter } from './progress.js';
+import type { ProgressSink } from './progress.js';
 import { createMeter } from './stream-meter.js';
 import { CagedError } from '../shared/errors.js';
 import { signDownload } from '../shared/signed-url.js';
@@ -15,13 +15,15 @@ export interface ExportArchiveInput {
   snapshotId: string;
   objectKey: string;
   sha256: string;
+  /** The operation's step while this runs, named by the workflow. */
+  step?: string;
 }
 
 /**
  * Writes the snapshot as a standard .tar.gz next to it. A repeated export finds the archive and
  * its checksum already there and reuses them.
  */
-export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInput): Promise<{ key: string; sha256: string; sizeBytes: number; reused: boolean }> {
+export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInput, progress: ProgressSink): Promise<{ key: string; sha256: string; sizeBytes: number; reused: boolean }> {
   const { store, db } = deps;
   const row = await getSnapshot(db, input.snapshotId);
   if (!row) throw new CagedError('not_found', `snapshot ${input.snapshotId} not found`);
@@ -32,7 +34,6 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
   if (existing && sum) return { key, sha256: sum, sizeBytes: existing.size, reused: true };
 
   const signal = Context.current().cancellationSignal;
-  const progress = progressReporter(db, input.operationId, 'exporting');
   const hook = deps.faultHook;
   const read = createMeter({ progress, hook: hook && ((bytes) => hook('export:progress', { snapshotId: input.snapshotId, bytes })) });
   const written = createMeter();

@@ -2,7 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { transcodeFromGzip } from '../archive/snapshot-format.js';
-import { progressReporter } from './progress.js';
+import type { ProgressSink } from './progress.js';
 import { createMeter, snapshotSizeCheck } from './stream-meter.js';
 
 export interface ConvertImportInput {
@@ -10,16 +10,17 @@ export interface ConvertImportInput {
   snapshotId: string;
   stagingKey: string;
   objectKey: string;
+  /** The operation's step while this runs, named by the workflow. */
+  step?: string;
 }
 
 /**
  * Turns an uploaded .tar.gz (validated by the API before it was accepted) into the snapshot
  * format, with the per-snapshot size limit enforced while streaming.
  */
-export async function convertImport(deps: ActivityDeps, input: ConvertImportInput): Promise<{ sizeBytes: number; sha256: string }> {
+export async function convertImport(deps: ActivityDeps, input: ConvertImportInput, progress: ProgressSink): Promise<{ sizeBytes: number; sha256: string }> {
   const { store, db, limits } = deps;
   const signal = Context.current().cancellationSignal;
-  const progress = progressReporter(db, input.operationId, 'converting');
   const meter = createMeter({ progress, check: snapshotSizeCheck(limits) });
   const tx = transcodeFromGzip(signal);
   tx.output.on('error', (e) => meter.stream.destroy(e));

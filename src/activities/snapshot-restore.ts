@@ -2,8 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { unpackSnapshot, unpackSnapshotFile, type Tools } from '../archive/snapshot-format.js';
-import { prepareStaging, removeStaging } from '../sandbox/root-swap.js';
-import { progressReporter } from './progress.js';
+import type { ProgressSink } from './progress.js';
 import { createMeter } from './stream-meter.js';
 import { followFile } from './file-follower.js';
 import { CagedError } from '../shared/errors.js';
@@ -15,6 +14,8 @@ export interface StageSnapshotInput {
   objectKey: string;
   sha256: string;
   sizeBytes: number;
+  /** The operation's step while this runs, named by the workflow. */
+  step?: string;
 }
 
 /**
@@ -22,12 +23,10 @@ export interface StageSnapshotInput {
  * it on the way; the hash is checked before the caller swaps anything. The root itself is not
  * touched: a failure, a cancellation or a checksum mismatch only removes the staging directory.
  */
-export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInput): Promise<void> {
+export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInput, progress: ProgressSink): Promise<void> {
   const { store, runtime, db } = deps;
   const signal = Context.current().cancellationSignal;
-  const sandboxDir = runtime.sandboxDir(input.sandboxId);
-  const dest = await prepareStaging(sandboxDir, input.operationId);
-  const progress = progressReporter(db, input.operationId, 'extracting');
+  const dest = await runtime.prepareStaging(input.sandboxId, input.operationId);
   const hook = deps.faultHook;
   const meter = createMeter({
     progress,
@@ -59,7 +58,7 @@ export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInpu
     // could fail with ENOTEMPTY and report that instead of the real failure.
     await unpack?.done.catch(() => {});
     // The saga's rollbackRoot removes it too, so a failed removal must not hide the cause.
-    await removeStaging(sandboxDir, input.operationId).catch(() => {});
+    await runtime.discardStaging(input.sandboxId, input.operationId).catch(() => {});
     throw err;
   }
   await progress.flush();

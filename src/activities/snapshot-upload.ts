@@ -6,11 +6,12 @@ import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import { packSnapshotToFile, type Tools } from '../archive/snapshot-format.js';
 import { accountUsage, setSnapshotProgress } from '../catalog/snapshots.js';
+import { progressReporter } from './progress.js';
 import { whileCatalogUnavailable } from './catalog-retry.js';
 import type { LocalObjects, PutOptions } from '../storage/blob-store.js';
 import { followFile } from './file-follower.js';
 import { CagedError } from '../shared/errors.js';
-import { progressReporter } from './progress.js';
+import type { ProgressSink } from './progress.js';
 import { createMeter, snapshotSizeCheck } from './stream-meter.js';
 
 /** What may wait between the spool's follower and the store's part buffers. */
@@ -27,9 +28,16 @@ export interface UploadSnapshotInput {
   sandboxId: string;
   snapshotId: string;
   objectKey: string;
+  /** The operation's step while this runs, named by the workflow. */
+  step?: string;
 }
 
 type Meter = ReturnType<typeof createMeter>;
+
+/** The sink of a snapshot upload: the operation's progress, and the pending snapshot's bytes so far. */
+export function uploadProgress(deps: ActivityDeps, input: UploadSnapshotInput): ProgressSink {
+  return progressReporter(deps.db, input.operationId, input.step ?? 'uploading', (b) => setSnapshotProgress(deps.db, input.snapshotId, b));
+}
 
 /**
  * Packs the (quiesced) sandbox root as tar.zst into the blob store, hashing on the way. The size
@@ -39,6 +47,7 @@ type Meter = ReturnType<typeof createMeter>;
 export async function uploadSnapshot(
   deps: ActivityDeps,
   input: UploadSnapshotInput,
+  progress: ProgressSink,
   /** Runs once the tree has been read whole, while the archive may still be on its way to the store. */
   afterPack?: () => Promise<void>,
   /** Runs once the store and the catalog have answered, right before the tree is read (the quiesce). */
@@ -47,7 +56,6 @@ export async function uploadSnapshot(
   const { db, store, limits, faultHook } = deps;
   const ctx = Context.current();
   const signal = ctx.cancellationSignal;
-  const progress = progressReporter(db, input.operationId, 'uploading', (b) => setSnapshotProgress(db, input.snapshotId, b));
   const prior = priorUploadIds(ctx.info.heartbeatDetails);
   // Multipart upload ids, heartbeat for the next attempt: the previous attempt's until they are aborted, then this one's.
   const uploadIds: string[] = [...prior];
@@ -66,7 +74,7 @@ export async function uploadSnapshot(
       check: snapshotSizeCheck(limits, usedByOthers),
       hook: faultHook && ((bytes) => faultHook('upload:progress', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes })),
     });
-    const root = deps.runtime.rootDir(input.sandboxId);
+    const root = deps.runtime.snapshotTree(input.sandboxId);
     await (store.local
       ? packIntoLocalFile(store.local, root, input.objectKey, meter, signal, afterPack)
       : packViaSpool(deps, input, meter, signal, {
@@ -109,10 +117,7 @@ async function packViaSpool(
 ): Promise<void> {
   const { store } = deps;
   const key = input.objectKey;
-  const spoolDir = path.join(deps.runtime.sandboxDir(input.sandboxId), SPOOL_DIR);
-  // Operations on a sandbox never overlap, so whatever is here is what a crashed attempt left.
-  await fs.rm(spoolDir, { recursive: true, force: true });
-  await fs.mkdir(spoolDir, { recursive: true });
+  const spoolDir = await deps.runtime.scratchDir(input.sandboxId, SPOOL_DIR);
   const spool = path.join(spoolDir, `${input.snapshotId}.tar.zst`);
   const handle = await fs.open(spool, 'w');
   const stop = new AbortController();
@@ -123,7 +128,7 @@ async function packViaSpool(
   let pack: Tools | undefined;
   let put: Promise<unknown> | undefined;
   try {
-    pack = packSnapshotToFile(deps.runtime.rootDir(input.sandboxId), handle.fd, stopped);
+    pack = packSnapshotToFile(deps.runtime.snapshotTree(input.sandboxId), handle.fd, stopped);
     const packed = pack.done;
     const follow = followFile(spool, {
       writerDone: packed,
@@ -161,7 +166,7 @@ async function packViaSpool(
     throw meter.error ?? err;
   } finally {
     await handle.close().catch(() => {});
-    await fs.rm(spoolDir, { recursive: true, force: true });
+    await deps.runtime.removeScratch(input.sandboxId, SPOOL_DIR);
   }
 }
 

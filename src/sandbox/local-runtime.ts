@@ -11,6 +11,7 @@ import { deleteSandboxFile, readSandboxFile, writeSandboxFile } from './sandbox-
 import { assertSandboxId, TEMPLATE_NAME_RE } from './sandbox-paths.js';
 import type { ExecResult, ProcessState, SandboxRuntime, SandboxSpec } from './runtime.js';
 import { removeTree } from './remove-tree.js';
+import * as rootSwap from './root-swap.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -80,6 +81,52 @@ export class LocalSandboxRuntime implements SandboxRuntime {
 
   rootDir(id: string): string {
     return path.join(this.sandboxDir(id), 'root');
+  }
+
+  snapshotTree(id: string): string {
+    return this.rootDir(id);
+  }
+
+  async scratchDir(id: string, name: string): Promise<string> {
+    const dir = this.scratchPath(id, name);
+    // Operations on a sandbox never overlap, so whatever is here is what a crashed attempt left.
+    await fs.rm(dir, { recursive: true, force: true });
+    await fs.mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  async removeScratch(id: string, name: string): Promise<void> {
+    await fs.rm(this.scratchPath(id, name), { recursive: true, force: true });
+  }
+
+  /** Beside the root: same filesystem (renames, no copies) and removed with the sandbox. */
+  private scratchPath(id: string, name: string): string {
+    if (!/^[a-z0-9-]{1,40}$/.test(name)) throw new Error(`invalid scratch name ${JSON.stringify(name)}`);
+    return path.join(this.sandboxDir(id), name);
+  }
+
+  prepareStaging(id: string, operationId: string): Promise<string> {
+    return rootSwap.prepareStaging(this.sandboxDir(id), operationId);
+  }
+
+  discardStaging(id: string, operationId: string): Promise<void> {
+    return rootSwap.removeStaging(this.sandboxDir(id), operationId);
+  }
+
+  swapIn(id: string, operationId: string): Promise<void> {
+    return rootSwap.swapIn(this.sandboxDir(id), operationId);
+  }
+
+  rollbackSwap(id: string, operationId: string): Promise<void> {
+    return rootSwap.rollbackSwap(this.sandboxDir(id), operationId);
+  }
+
+  retireSwap(id: string, operationId: string): Promise<void> {
+    return rootSwap.retireSwap(this.sandboxDir(id), operationId);
+  }
+
+  removeRetired(id: string, operationId: string): Promise<void> {
+    return rootSwap.removeDiscarded(this.sandboxDir(id), operationId);
   }
 
   async exists(id: string): Promise<boolean> {

@@ -26,9 +26,29 @@ export interface SandboxRuntime {
   exists(id: string): Promise<boolean>;
   /** Stops every process and removes the sandbox's files. */
   destroy(id: string): Promise<void>;
-  rootDir(id: string): string;
-  /** The directory that holds the root, where staging and previous roots are placed beside it. */
-  sandboxDir(id: string): string;
+
+  /** The tree a snapshot records, as a directory this host's worker reads (the caller quiesces the sandbox first). */
+  snapshotTree(id: string): string;
+  /**
+   * A fresh, empty directory on the sandbox's own disk for an operation's temporary files (an
+   * upload's spool), removed with the sandbox; whatever an earlier attempt left there is removed.
+   */
+  scratchDir(id: string, name: string): Promise<string>;
+  removeScratch(id: string, name: string): Promise<void>;
+
+  /*
+   * Replacing a sandbox's tree (restore, fork). The new tree is built in a staging directory while
+   * the sandbox runs; swapIn makes it the tree (the previous one is kept), rollbackSwap puts the
+   * previous one back, retireSwap makes the swap final and removeRetired deletes the previous tree.
+   * Each step is idempotent and resumes after a crash between its own renames.
+   */
+  /** A fresh, empty staging directory for the operation (whatever an earlier attempt left is removed). */
+  prepareStaging(id: string, operationId: string): Promise<string>;
+  discardStaging(id: string, operationId: string): Promise<void>;
+  swapIn(id: string, operationId: string): Promise<void>;
+  rollbackSwap(id: string, operationId: string): Promise<void>;
+  retireSwap(id: string, operationId: string): Promise<void>;
+  removeRetired(id: string, operationId: string): Promise<void>;
 
   /** Stops the process group (SIGSTOP). */
   pause(id: string): Promise<void>;

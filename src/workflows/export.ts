@@ -12,6 +12,7 @@ export async function exportWorkflow(input: ExportInput) {
       snapshotId: input.snapshotId,
       objectKey: snap.objectKey,
       sha256: snap.sha256,
+      step: 'exporting',
     });
     const link = await catalog.downloadUrl(archive.key, `${input.snapshotId}.tar.gz`);
     return { ...link, sha256: archive.sha256, size_bytes: archive.sizeBytes, reused: archive.reused };

@@ -22,6 +22,7 @@ export async function importWorkflow(input: ImportInput) {
       snapshotId: input.snapshotId,
       stagingKey: input.stagingKey,
       objectKey,
+      step: 'converting',
     });
     // Not cancelled mid-commit: the saga would delete a ready snapshot's object.
     await CancellationScope.nonCancellable(() => catalog.markSnapshotReady(input.snapshotId, sizeBytes, sha256));

@@ -39,6 +39,7 @@ export async function stageInto(a: RestoreArgs, saga: Saga) {
     objectKey: snap.objectKey,
     sha256: snap.sha256,
     sizeBytes: snap.sizeBytes,
+    step: 'extracting',
   });
   return { snap, disarmRollback };
 }

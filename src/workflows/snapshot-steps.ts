@@ -45,6 +45,8 @@ export async function takeSnapshot(a: TakeSnapshotArgs, saga: Saga): Promise<Sna
     snapshotId: a.snapshotId,
     objectKey,
     quiesce: a.resumeAfter,
+    quiesceStep: 'quiescing',
+    step: 'uploading',
     resume,
   });
 
