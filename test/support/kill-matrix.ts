@@ -55,7 +55,7 @@ export const KILL_CASES: KillCase[] = [
   { op: 'import', point: 'activity:convertImport', activity: 'convertImport' },
   { op: 'import', point: 'activity:markSnapshotReady', activity: 'markSnapshotReady', local: true },
   { op: 'delete_snapshot', point: 'activity:beginDeleteSnapshot', activity: 'beginDeleteSnapshot', local: true },
-  { op: 'delete_snapshot', point: 'activity:deleteObject', activity: 'deleteObject', local: true },
+  { op: 'delete_snapshot', point: 'activity:deleteSnapshotObjects', activity: 'deleteSnapshotObjects', local: true },
   { op: 'delete_snapshot', point: 'activity:markSnapshotDeleted', activity: 'markSnapshotDeleted', local: true },
 ];
 
