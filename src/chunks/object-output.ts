@@ -1,0 +1,62 @@
+import fs from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import path from 'node:path';
+import type { BlobStore, PutOptions } from '../storage/blob-store.js';
+
+/**
+ * A new object written through a file descriptor, by this thread or a chunk worker: with a local
+ * store the store's own staged file (published by fsync and rename), with a remote one a spool
+ * file beside the sandbox that is uploaded on publish. Nothing is visible under the key before
+ * publish(); discard() leaves nothing behind.
+ */
+export interface ObjectOutput {
+  readonly key: string;
+  readonly fd: number;
+  readonly path: string;
+  /**
+   * Makes the bytes written the object. For a remote store, `keep` may take the spool file (the
+   * host cache adopts packs); otherwise it is removed.
+   */
+  publish(o?: { putOptions?: PutOptions; keep?: (file: string) => Promise<boolean> }): Promise<{ size: number }>;
+  discard(): Promise<void>;
+}
+
+export async function openOutput(store: BlobStore, key: string, spoolDir: string | undefined): Promise<ObjectOutput> {
+  if (store.local) {
+    const staged = await store.local.stage(key);
+    return {
+      key,
+      fd: staged.fd,
+      path: staged.path,
+      publish: () => staged.publish(),
+      discard: () => staged.discard(),
+    };
+  }
+  if (!spoolDir) throw new Error(`a spool directory is needed to write ${key} to a remote store`);
+  const file = path.join(spoolDir, key.replace(/\//g, '_'));
+  const handle = await fs.open(file, 'w+');
+  let state: 'open' | 'published' | 'discarded' = 'open';
+  return {
+    key,
+    fd: handle.fd,
+    path: file,
+    async publish(o = {}) {
+      if (state !== 'open') throw new Error(`output ${key} was already ${state}`);
+      const { size } = await handle.stat();
+      await handle.close();
+      try {
+        await store.put(key, createReadStream(file, { highWaterMark: 1024 * 1024 }), o.putOptions);
+        state = 'published';
+      } finally {
+        if (state !== 'published' || !(await o.keep?.(file).catch(() => false))) await fs.rm(file, { force: true });
+      }
+      return { size };
+    },
+    async discard() {
+      if (state !== 'open') return;
+      state = 'discarded';
+      await handle.close().catch(() => {});
+      await fs.rm(file, { force: true });
+    },
+  };
+}
