@@ -46,6 +46,11 @@ const envSchema = z.object({
   S3_PART_SIZE_MB: int.min(5).default(16),
   S3_QUEUE_SIZE: int.min(1).default(2),
   CAGED_STORAGE_RETRY_S: int.default(180),
+  /** Local copies of remote packs kept for restores and forks on this host. */
+  CAGED_PACK_CACHE_BYTES: int.min(0).default(2 * 1024 ** 3),
+  /** How often the chunk store's collector runs (a Temporal Schedule), and the least a condemned pack waits. */
+  CAGED_GC_INTERVAL_S: int.min(10).default(60),
+  CAGED_GC_GRACE_S: int.default(120),
 });
 
 export interface Limits {
@@ -92,6 +97,8 @@ export interface Config {
   s3?: S3Config;
   /** How long transient object-store failures of one request are retried before it fails as storage_unavailable. */
   storageRetryMs: number;
+  packCacheBytes: number;
+  gc: { intervalSeconds: number; graceSeconds: number };
   limits: Limits;
   defaultIdleTimeoutSeconds: number;
   logLevel: string;
@@ -143,6 +150,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
         }
       : undefined,
     storageRetryMs: e.CAGED_STORAGE_RETRY_S * 1000,
+    packCacheBytes: e.CAGED_PACK_CACHE_BYTES,
+    gc: { intervalSeconds: e.CAGED_GC_INTERVAL_S, graceSeconds: e.CAGED_GC_GRACE_S },
     limits: {
       maxSnapshotsPerSandbox: e.CAGED_MAX_SNAPSHOTS_PER_SANDBOX,
       maxAccountBytes: e.CAGED_MAX_ACCOUNT_BYTES,

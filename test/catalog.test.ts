@@ -18,6 +18,7 @@ import { finishOperation, getOperation, insertOperation, listOperations, setOper
 import { operationDto } from '../src/api/dto.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../src/catalog/idempotency.js';
 import { migrations } from '../src/catalog/migrations/index.js';
+import { insertPack, newPackId } from '../src/catalog/chunk-store.js';
 import { loadConfig, type Limits } from '../src/config.js';
 import type { SnapshotKind } from '../src/catalog/schema.js';
 import { CagedError } from '../src/shared/errors.js';
@@ -274,11 +275,17 @@ function catalogSuite(engine: string, open: () => Promise<CatalogDb>) {
         const s2 = await sandbox(a.id);
         const l = limits({ maxAccountBytes: 1000 });
 
+        // A pending chunked snapshot has written what its packs hold.
+        const wrote = async (snapshotId: string, bytes: number) => {
+          const id = newPackId();
+          await insertPack(db, { id, accountId: a.id, objectKey: `packs/${a.id}/${id.slice(0, 2)}/${id}.pack`, writerSnapshotId: snapshotId });
+          await db.updateTable('packs').set({ size_bytes: bytes }).where('id', '=', id).execute();
+        };
         const p1 = (await reserve(a.id, s1.id, 'p1', 'manual', l)).snapshot.id;
-        await setSnapshotProgress(db, p1, 999);
+        await wrote(p1, 999);
         expect(await accountUsage(db, a.id)).toBe(999);
         const p2 = (await reserve(a.id, s2.id, 'p2', 'manual', l)).snapshot.id;
-        await setSnapshotProgress(db, p2, 1);
+        await wrote(p2, 1);
         expect(await accountUsage(db, a.id)).toBe(1000);
         expect(await accountUsage(db, a.id, p1)).toBe(1);
 

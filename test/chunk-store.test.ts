@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
 import { describeFullTree, populateFullTree } from './support/full-tree.js';
@@ -8,7 +10,7 @@ import { insertSandbox } from '../src/catalog/sandboxes.js';
 import { reserveSnapshot } from '../src/catalog/snapshots.js';
 import { accountChunkKey } from '../src/catalog/chunk-store.js';
 import { layout } from '../src/storage/layout.js';
-import { writeSnapshot, type WriteSnapshotResult } from '../src/chunks/snapshot-writer.js';
+import { fetchParentManifest, writeSnapshot, type WriteSnapshotResult } from '../src/chunks/snapshot-writer.js';
 import { restoreTree } from '../src/chunks/tree-restorer.js';
 import { PackCache, packFiles, type PackFiles } from '../src/chunks/pack-files.js';
 import { chunkPool } from '../src/chunks/worker-pool.js';
@@ -44,11 +46,13 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     fs.rmSync(work, { recursive: true, force: true });
   });
 
-  async function snapshot(tree: string, parent?: { snapshotId: string; key: string }): Promise<WriteSnapshotResult & { snapshotId: string; key: string }> {
+  async function snapshot(tree: string, parentSnapshot?: { snapshotId: string; key: string; sha256: string }): Promise<WriteSnapshotResult & { snapshotId: string; key: string }> {
     const snapshotId = newSnapshotId();
     await reserveSnapshot(stack.db, { id: snapshotId, accountId, sandboxId, name: snapshotId, kind: 'manual' }, stack.config.limits);
     const key = layout.manifest(sandboxId, snapshotId);
     const spoolDir = fs.mkdtempSync(path.join(work, 'spool-'));
+    const parent = parentSnapshot && (await fetchParentManifest(stack.store, parentSnapshot, path.join(spoolDir, 'parent'), new AbortController().signal)).parent;
+    if (parentSnapshot) expect(parent?.snapshotId).toBe(parentSnapshot.snapshotId);
     const r = await writeSnapshot({
       db: stack.db,
       store: stack.store,
@@ -100,30 +104,41 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     const first = await snapshot(tree);
     fs.writeFileSync(path.join(tree, 'proj/src/main.py'), 'print("changed")\n');
     const fd = fs.openSync(path.join(tree, 'proj/large.bin'), 'r+');
-    fs.writeSync(fd, Buffer.alloc(MiB, 7), 0, MiB, 3 * MiB);
+    fs.writeSync(fd, randomBytes(MiB), 0, MiB, 3 * MiB);
     fs.closeSync(fd);
-    const second = await snapshot(tree, { snapshotId: first.snapshotId, key: first.key });
+    const second = await snapshot(tree, { snapshotId: first.snapshotId, key: first.key, sha256: first.sha256 });
     expect(second.filesRead).toBe(2);
     expect(second.filesReused).toBe(first.files - 2);
-    // The overwritten MiB of large.bin changes the chunks around it, at most a few MiB, not the file.
-    expect(second.storedBytes).toBeLessThan(3 * MiB);
+    // The overwritten MiB of large.bin changes the chunks around it (about 1 MiB each), not the file.
+    expect(second.storedBytes).toBeLessThan(4 * MiB);
     expect(second.bytesRead).toBe(6 * MiB + 12345 + 'print("changed")\n'.length);
     const restored = await restore(second.key, second.sha256);
     expect(describeFullTree(restored)).toEqual(describeFullTree(tree));
   });
 
-  it('refuses a chunk whose bytes do not match its id', async () => {
+  it('refuses a chunk whose bytes do not match its id; a damaged local copy of a remote pack is fetched again', async () => {
     const tree = fs.mkdtempSync(path.join(work, 'tree-'));
     fs.writeFileSync(path.join(tree, 'only.txt'), 'unique content of the damaged snapshot\n');
     const s = await snapshot(tree);
     const pack = await stack.db.selectFrom('packs').select('object_key').where('writer_snapshot_id', '=', s.snapshotId).executeTakeFirstOrThrow();
+    const damage = (file: string) => {
+      // One byte inside the first frame: it no longer decompresses, or no longer matches its id.
+      const bytes = fs.readFileSync(file);
+      bytes[20]! ^= 0xff;
+      fs.rmSync(file);
+      fs.writeFileSync(file, bytes);
+      return bytes;
+    };
     const local = await packs.open(pack.object_key);
-    // Flip one byte inside the first frame, so the frame still decompresses or fails: either is refused.
-    const bytes = fs.readFileSync(local.file);
-    bytes[20]! ^= 0xff;
-    fs.rmSync(local.file);
-    fs.writeFileSync(local.file, bytes);
+    const damaged = damage(local.file);
     local.release();
+    if (kind === 's3') {
+      // Only this host's copy is damaged: the restore drops it and reads the store's.
+      const healed = await restore(s.key, s.sha256);
+      expect(fs.readFileSync(path.join(healed, 'only.txt'), 'utf8')).toBe('unique content of the damaged snapshot\n');
+      await stack.store.put(pack.object_key, Readable.from([damaged]));
+      await packs.forget(pack.object_key);
+    }
     const err = await restore(s.key, s.sha256).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CagedError);
     expect((err as CagedError).code).toBe('checksum_mismatch');

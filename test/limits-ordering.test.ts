@@ -3,7 +3,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
-import { openUploads } from './support/s3.js';
+import { openUploads, packUploads } from './support/s3.js';
 import { apiClient } from './support/http.js';
 import { getSnapshot, listSandboxSnapshots } from '../src/catalog/snapshots.js';
 import { MiB, sleep } from './support/wait.js';
@@ -161,6 +161,12 @@ describe.each(['s3', 'fs'] as const)('snapshot limits on the %s store', (storeKi
     fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(0.8 * MiB));
     const one = await a.snapshot(id, 'one');
     expect(one.op.status).toBe('succeeded');
+    // The same tree again stores no new chunk, only its manifest: the limit counts what is stored.
+    const same = await a.snapshot(id, 'same');
+    expect(same.op.status).toBe('succeeded');
+    expect(Number((await getSnapshot(stack.db, same.snapshotId))!.stored_bytes)).toBe(0);
+    // New content of the same size: within the snapshot limit, but 0.8 MiB more to store.
+    fs.writeFileSync(path.join(stack.runtime.rootDir(id), 'random.bin'), randomBytes(0.8 * MiB));
 
     const { snapshotId, opId } = await postSnapshot(a, id, 'two');
     const op = await a.waitOp(opId);
@@ -278,11 +284,12 @@ describe('ordering, progress, cancel and retry', () => {
       else if (Date.now() > deadline) throw new Error(`no upload progress seen: ${JSON.stringify(r.body)}`);
       else await sleep(100);
     }
-    expect(seen.progress.bytes_done).toBeLessThan(8 * MiB);
     faults.disarm(id);
     const op = await api.waitOp(opId);
     expect(op.status).toBe('succeeded');
     const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
+    // Bytes read so far: the files are read (and the sandbox resumed) before the throttled upload ends.
+    expect(seen.progress.bytes_done).toBeLessThanOrEqual(snap.size_bytes);
     expect(op.progress).toEqual({ step: 'done', bytes_done: snap.size_bytes });
   });
 
@@ -328,13 +335,12 @@ describe('ordering, progress, cancel and retry', () => {
     faults.arm(id, throttledTo(2 * MiB));
     const { snapshotId, opId } = await postSnapshot(api, id, 'cancel-me');
     const key = (await getSnapshot(stack.db, snapshotId))!.object_key;
-
     // Past the first 5 MiB part, so a multipart upload is open in S3 when the cancel arrives.
     const deadline = Date.now() + 30_000;
     for (;;) {
       const r = await api.call('GET', `/v1/operations/${opId}`);
       expect(r.body.status).toBe('running');
-      if (r.body.progress.step === 'uploading' && r.body.progress.bytes_done > 6 * MiB && (await openUploads(stack, key)) === 1) break;
+      if (r.body.progress.step === 'uploading' && r.body.progress.bytes_done > 6 * MiB && (await packUploads(stack, snapshotId)).some((p) => p.open === 1)) break;
       if (Date.now() > deadline) throw new Error(`no multipart upload open past 6 MiB: ${JSON.stringify(r.body)}`);
       await sleep(100);
     }
@@ -355,8 +361,17 @@ describe('ordering, progress, cancel and retry', () => {
     expect(snap.state).toBe('failed');
     expect(snap.error.code).toBe('cancelled');
     expect(await stack.store.head(key)).toBeNull();
-    expect(await openUploads(stack, key)).toBe(0);
-    expect(await stack.store.abortIncomplete(key)).toBe(0);
+    // The pack being uploaded is gone with its multipart upload; its row says so.
+    const packs = await packUploads(stack, snapshotId);
+    expect(packs.length).toBeGreaterThanOrEqual(1);
+    // The pack being uploaded is deleted; one already committed stays for the collector (nothing references it now).
+    expect(packs.some((p) => p.state === 'deleted')).toBe(true);
+    for (const p of packs) {
+      expect(p.open).toBe(0);
+      expect(['deleted', 'live']).toContain(p.state);
+      if (p.state === 'deleted') expect(await stack.store.head(p.key)).toBeNull();
+    }
+    expect(await stack.db.selectFrom('snapshot_chunks').select('chunk_id').where('snapshot_id', '=', snapshotId).execute()).toEqual([]);
     expect(await stack.runtime.processState(id)).toBe('running');
     expect(await counterMoves(stack, id)).toBe(true);
     const again = await api.call('POST', `/v1/operations/${opId}/cancel`);
@@ -381,7 +396,7 @@ describe('ordering, progress, cancel and retry', () => {
     const snap = (await api.call('GET', `/v1/snapshots/${newOp.snapshot_id}`)).body;
     expect(snap).toMatchObject({ name: 'cancel-me', state: 'ready', kind: 'manual', sandbox_id: sandboxId });
     const row = (await getSnapshot(stack.db, newOp.snapshot_id))!;
-    expect((await stack.store.head(row.object_key))?.size).toBe(snap.size_bytes);
+    expect((await stack.store.head(row.object_key))?.size).toBe(Number(row.manifest_bytes));
     expect((await getSnapshot(stack.db, oldSnap))!.state).toBe('failed');
     // The old operation keeps its outcome; a succeeded one has nothing to retry.
     expect((await api.call('GET', `/v1/operations/${oldOp}`)).body.status).toBe('cancelled');

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
-import { gnuExtract, sha256File } from './support/tree.js';
+import { extractSnapshot } from './support/snapshot-tree.js';
 import { getSnapshot, markSnapshotReady, reserveSnapshot } from '../src/catalog/snapshots.js';
 import { getSandbox } from '../src/catalog/sandboxes.js';
 import { newSnapshotId } from '../src/shared/ids.js';
@@ -82,7 +82,7 @@ describe('pause and resume', () => {
     expect(snap.name).toMatch(AUTO_NAME);
     expect(op.result).toEqual({ snapshot_id: snap.id });
     const row = (await getSnapshot(stack.db, snap.id))!;
-    expect(await stack.store.head(row.object_key)).toEqual({ key: row.object_key, size: snap.size_bytes });
+    expect(await stack.store.head(row.object_key)).toEqual({ key: row.object_key, size: Number(row.manifest_bytes) });
 
     // While paused, exec is refused rather than hanging on a stopped agent.
     const exec = await api.call('POST', `/v1/sandboxes/${id}/exec`, { command: ['true'] });
@@ -161,11 +161,8 @@ describe('pause and resume', () => {
     expect(row.kind).toBe('auto');
     expect(row.state).toBe('ready');
 
-    const file = path.join(stack.dir, `${snapshotId}.tar.zst`);
-    await pipeline(await stack.store.get(row.object_key), fs.createWriteStream(file));
-    expect(sha256File(file)).toBe(row.sha256);
     const out = path.join(stack.dir, `extract-${snapshotId}`);
-    gnuExtract(file, out, 'zstd');
+    await extractSnapshot(stack, snapshotId, out);
 
     const log = fs.readFileSync(path.join(out, 'log'), 'utf8');
     const lines = log.split('\n');

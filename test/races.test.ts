@@ -116,7 +116,7 @@ describe.each(['s3', 'fs'] as const)('cross-sandbox races on the %s store', (sto
     expect(describeTree(stack.runtime.rootDir(target))).toEqual(tree);
     const snap = (await getSnapshot(stack.db, snapshotId))!;
     expect(snap.state).toBe('ready');
-    expect((await stack.store.head(snap.object_key))?.size).toBe(Number(snap.size_bytes));
+    expect((await stack.store.head(snap.object_key))?.size).toBe(Number(snap.manifest_bytes));
     await consistent([r.body.operation.id, ...(del.status === 202 ? [del.body.operation.id] : [])]);
   });
 

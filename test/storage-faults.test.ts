@@ -10,6 +10,7 @@ import { CreateMultipartUploadCommand, S3Client } from '@aws-sdk/client-s3';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { recordFigure } from './support/figures.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
+import { layout } from '../src/storage/layout.js';
 import { uploadProgress, uploadSnapshot } from '../src/activities/snapshot-upload.js';
 import type { RetryInfo } from '../src/storage/blob-store.js';
 
@@ -83,6 +84,28 @@ async function snapshotWatched(id: string, name: string) {
   }
 }
 
+/** Pack keys of the account: what a snapshot's bytes are uploaded as. */
+const packsOf = (account: string) => layout.packPrefix(account);
+
+/**
+ * The snapshot's packs after it ended: all live and stored whole when it succeeded; when it failed,
+ * the one being uploaded deleted, any committed before kept for the collector, and nothing of the
+ * snapshot referenced. No multipart upload left open either way.
+ */
+async function expectPacks(snapshotId: string, outcome: 'succeeded' | 'failed') {
+  const packs = await stack.db.selectFrom('packs').selectAll().where('writer_snapshot_id', '=', snapshotId).execute();
+  expect(packs.length).toBeGreaterThanOrEqual(1);
+  if (outcome === 'failed') {
+    expect(packs.some((p) => p.state === 'deleted')).toBe(true);
+    expect(await stack.db.selectFrom('snapshot_chunks').select('chunk_id').where('snapshot_id', '=', snapshotId).execute()).toEqual([]);
+  }
+  for (const p of packs) {
+    expect(await openUploads(stack, p.object_key)).toBe(0);
+    expect(outcome === 'succeeded' ? ['live'] : ['live', 'deleted']).toContain(p.state);
+    expect((await stack.store.head(p.object_key))?.size).toBe(p.state === 'live' ? Number(p.size_bytes) : undefined);
+  }
+}
+
 async function expectRunning(id: string) {
   expect(await stack.runtime.processState(id)).toBe('running');
   const counter = () => fs.readFileSync(path.join(stack.runtime.rootDir(id), 'counter'), 'utf8');
@@ -94,8 +117,8 @@ async function expectRunning(id: string) {
 describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
   it(`a ${BURST_MS / 1000} s burst of 503 SlowDown and a reset mid-part: the snapshot succeeds, shows progress.retrying meanwhile, and quiesces once`, async () => {
     const id = await busySandbox();
-    proxy.add({ fault: 'reset', ops: ['UploadPart'], keyIncludes: id, count: 1, afterBytes: 1024 * 1024 });
-    proxy.add({ fault: 'slowdown', ops: ['UploadPart', 'CompleteMultipartUpload'], keyIncludes: id, forMs: BURST_MS });
+    proxy.add({ fault: 'reset', ops: ['UploadPart'], keyIncludes: packsOf(accountId), count: 1, afterBytes: 1024 * 1024 });
+    proxy.add({ fault: 'slowdown', ops: ['UploadPart', 'CompleteMultipartUpload'], keyIncludes: packsOf(accountId), forMs: BURST_MS });
 
     const { op, snapshotId, key, seenRetrying } = await snapshotWatched(id, 'through-the-burst');
     expect(op.status).toBe('succeeded');
@@ -106,20 +129,20 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
     expect(seenRetrying.length).toBeGreaterThan(0);
     expect(seenRetrying.some((r) => /^SlowDown \(HTTP 503\)/.test(r.error))).toBe(true);
     expect(seenRetrying.every((r) => r.attempt >= 1 && !Number.isNaN(Date.parse(r.next_at)))).toBe(true);
-    expect(retries.filter((r) => r.what.includes(id)).length).toBeGreaterThanOrEqual(proxy.injected.slowdown);
+    expect(retries.filter((r) => r.what.includes(packsOf(accountId))).length).toBeGreaterThanOrEqual(proxy.injected.slowdown);
     // The transfer was retried, not the quiesce.
     expect(quiesces.get(id)).toBe(1);
     const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
     expect(snap.state).toBe('ready');
-    expect((await stack.store.head(key))?.size).toBe(snap.size_bytes);
-    expect(await openUploads(stack, key)).toBe(0);
+    expect((await stack.store.head(key))?.size).toBe(Number((await getSnapshot(stack.db, snapshotId))!.manifest_bytes));
+    await expectPacks(snapshotId, 'succeeded');
     await expectRunning(id);
   });
 
   it('a permanent 403 AccessDenied mid-upload fails the operation as storage_error within seconds, leaving nothing behind', async () => {
     const id = await busySandbox();
     // The first part goes through; the next ones are refused, as a policy change mid-upload would.
-    proxy.add({ fault: 'forbidden', ops: ['UploadPart'], keyIncludes: id, skip: 1 });
+    proxy.add({ fault: 'forbidden', ops: ['UploadPart'], keyIncludes: packsOf(accountId), skip: 1 });
 
     const { op, snapshotId, key, seconds } = await snapshotWatched(id, 'refused');
     expect(op.status).toBe('failed');
@@ -129,13 +152,13 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
     expect(seconds).toBeLessThan(20);
     expect(proxy.injected.forbidden).toBeGreaterThanOrEqual(1);
     // Refused for good: not one retry.
-    expect(retries.filter((r) => r.what.includes(id))).toEqual([]);
+    expect(retries.filter((r) => r.what.includes(packsOf(accountId)) || r.what.includes(id))).toEqual([]);
     expect(quiesces.get(id)).toBe(1);
     const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
     expect(snap.state).toBe('failed');
     expect(snap.error.code).toBe('storage_error');
     expect(await stack.store.head(key)).toBeNull();
-    expect(await openUploads(stack, key)).toBe(0);
+    await expectPacks(snapshotId, 'failed');
     await expectRunning(id);
   });
 
@@ -162,7 +185,7 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
 
   it('503s that outlast the retry bound fail the operation as storage_unavailable, rolled back', async () => {
     const id = await busySandbox();
-    proxy.add({ fault: 'slowdown', ops: ['UploadPart'], keyIncludes: id });
+    proxy.add({ fault: 'slowdown', ops: ['UploadPart'], keyIncludes: packsOf(accountId) });
 
     const { op, snapshotId, key, seconds } = await snapshotWatched(id, 'unavailable');
     expect(op.status).toBe('failed');
@@ -176,7 +199,7 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
     expect(snap.state).toBe('failed');
     expect(snap.error.code).toBe('storage_unavailable');
     expect(await stack.store.head(key)).toBeNull();
-    expect(await openUploads(stack, key)).toBe(0);
+    await expectPacks(snapshotId, 'failed');
     await expectRunning(id);
   });
 

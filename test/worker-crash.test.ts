@@ -3,11 +3,12 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openUploads } from './support/s3.js';
+import { openUploads, packUploads } from './support/s3.js';
 import { finalAttempt } from './support/history.js';
 import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
-import { gnuExtract, sha256File } from './support/tree.js';
+import { sha256File } from './support/tree.js';
+import { extractSnapshot, fileBytes } from './support/snapshot-tree.js';
 import { getSnapshot } from '../src/catalog/snapshots.js';
 import { killAllChildren, killChild, startWorkerProcess } from './support/processes.js';
 import { MiB, sleep } from './support/wait.js';
@@ -56,7 +57,7 @@ describe('a worker killed mid-snapshot', () => {
     for (;;) {
       const r = await api.call('GET', `/v1/operations/${opId}`);
       expect(r.body.status).toBe('running');
-      if (r.body.progress.step === 'uploading' && r.body.progress.bytes_done > 6 * MiB && (await openUploads(stack, key)) === 1) break;
+      if (r.body.progress.step === 'uploading' && (await packUploads(stack, snapshotId)).some((p) => p.open === 1)) break;
       if (Date.now() > deadline) throw new Error(`the upload did not get going: ${JSON.stringify(r.body)}`);
       await sleep(100);
     }
@@ -66,7 +67,8 @@ describe('a worker killed mid-snapshot', () => {
     // the tree: with S3 the archive spools to disk, so the processes do not wait for the upload.
     for (let i = 0; i < 50 && (await stack.runtime.processState(id)) !== 'running'; i++) await sleep(100);
     expect(await stack.runtime.processState(id)).toBe('running');
-    expect(await openUploads(stack, key)).toBe(1);
+    const leftBehind = (await packUploads(stack, snapshotId)).filter((p) => p.open === 1);
+    expect(leftBehind).toHaveLength(1);
     expect((await api.call('GET', `/v1/operations/${opId}`)).body.status).toBe('running');
 
     await startWorkerProcess(stack, 'crash-second');
@@ -80,17 +82,20 @@ describe('a worker killed mid-snapshot', () => {
     const snap = (await api.call('GET', `/v1/snapshots/${snapshotId}`)).body;
     expect(snap.state).toBe('ready');
     expect(op.result).toEqual({ snapshot_id: snapshotId, size_bytes: snap.size_bytes, sha256: snap.sha256 });
-    const file = path.join(stack.dir, `${snapshotId}.tar.zst`);
-    await pipeline(await stack.store.get(key), fs.createWriteStream(file));
-    expect(fs.statSync(file).size).toBe(snap.size_bytes);
-    expect(sha256File(file)).toBe(snap.sha256);
     const out = path.join(stack.dir, `extract-${snapshotId}`);
-    gnuExtract(file, out, 'zstd');
+    await extractSnapshot(stack, snapshotId, out);
+    expect(snap.size_bytes).toBe(fileBytes(out));
     expect(sha256File(path.join(out, 'random.bin'))).toBe(sha256File(path.join(root, 'random.bin')));
 
-    // Nothing orphaned: no open multipart upload, and the only object of the sandbox is this one.
+    // Nothing orphaned: the dead attempt's pack is aborted and deleted, the new attempt's is live;
+    // no multipart upload is open, and the only object of the sandbox is its manifest.
+    const packs = await packUploads(stack, snapshotId);
+    expect(packs.find((p) => p.key === leftBehind[0]!.key)).toMatchObject({ state: 'deleted', open: 0 });
+    expect(await stack.store.head(leftBehind[0]!.key)).toBeNull();
+    // The packs both attempts committed stay (the second references what the first stored); none is left half-written.
+    expect(packs.every((p) => p.open === 0 && (p.state === 'live' || p.state === 'deleted'))).toBe(true);
+    for (const p of packs.filter((x) => x.state === 'live')) expect((await stack.store.head(p.key))?.size).toBe(p.sizeBytes);
     expect(await openUploads(stack, key)).toBe(0);
-    expect(await stack.store.abortIncomplete(key)).toBe(0);
     const objects: string[] = [];
     for await (const o of stack.store.list('snapshots/')) if (o.key.startsWith(`snapshots/${id}/`)) objects.push(o.key);
     expect(objects).toEqual([key]);

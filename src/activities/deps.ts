@@ -17,5 +17,11 @@ export interface ActivityDeps {
    * Called at named points inside data-moving activities ("upload:progress", "restore:extracting", …).
    * Tests arm it to fail a step on purpose and prove the rollback; production leaves it unset.
    */
+  /** Host-local directory for the pack cache and scratch trees (default: a folder in the system's temp dir). */
+  workDir?: string;
+  /** The pack cache's budget for remote stores (CAGED_PACK_CACHE_BYTES). */
+  packCacheBytes?: number;
+  /** The shortest a condemned pack waits before the collector deletes it (CAGED_GC_GRACE_S). */
+  gcGraceSeconds?: number;
   faultHook?: (point: string, info: { sandboxId?: string; snapshotId?: string; bytes?: number }) => void | Promise<void>;
 }

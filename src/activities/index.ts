@@ -2,12 +2,13 @@ import type { ActivityDeps } from './deps.js';
 import { createCatalogActivities } from './catalog-activities.js';
 import { createSandboxActivities } from './sandbox-activities.js';
 import { withFailureMapping } from './failures.js';
+import { createGcActivities, type GcActivities } from './gc-activities.js';
 
 export type { ActivityDeps } from './deps.js';
 
-/** Activities for the shared task queue: catalog and object store. */
+/** Activities for the shared task queue: catalog and object store, and the chunk store's collector. */
 export function createSharedActivities(deps: ActivityDeps) {
-  return withFailureMapping(withFaultPoints(deps, createCatalogActivities(deps)));
+  return withFailureMapping(withFaultPoints(deps, { ...createCatalogActivities(deps), ...createGcActivities(deps) }));
 }
 
 /** Activities for a host's own task queue: the sandboxes' disks and processes. */
@@ -41,7 +42,8 @@ type StoreDataMover = 'exportArchive' | 'convertImport';
 type HostDataMover = 'snapshotSandbox' | 'stageSnapshot';
 
 /** Short catalog and object-store steps (workflows run them as local activities). */
-export type CatalogActivities = Omit<SharedActivities, StoreDataMover>;
+export type CatalogActivities = Omit<SharedActivities, StoreDataMover | keyof GcActivities>;
+export type { GcActivities };
 export type StoreDataActivities = Pick<SharedActivities, StoreDataMover>;
 export type HostControlActivities = Omit<HostActivities, HostDataMover>;
 export type HostDataActivities = Pick<HostActivities, HostDataMover>;

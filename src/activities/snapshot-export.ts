@@ -2,7 +2,11 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
-import { transcodeToGzip } from '../archive/snapshot-format.js';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { packTreeGzip, transcodeToGzip } from '../archive/snapshot-format.js';
+import { isManifestKey, workDir } from './chunk-context.js';
+import { rebuildTree } from './snapshot-chunks.js';
 import type { ProgressSink } from './progress.js';
 import { createMeter } from './stream-meter.js';
 import { CagedError } from '../shared/errors.js';
@@ -33,6 +37,7 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
   const sum = existing ? await readSmall(deps, sumKey) : undefined;
   if (existing && sum) return { key, sha256: sum, sizeBytes: existing.size, reused: true };
 
+  if (isManifestKey(input.objectKey)) return exportChunked(deps, input, key, sumKey, progress);
   const signal = Context.current().cancellationSignal;
   const hook = deps.faultHook;
   const read = createMeter({ progress, hook: hook && ((bytes) => hook('export:progress', { snapshotId: input.snapshotId, bytes })) });
@@ -59,6 +64,44 @@ export async function exportArchive(deps: ActivityDeps, input: ExportArchiveInpu
   if (read.digest() !== input.sha256) {
     await store.delete(key);
     throw new CagedError('checksum_mismatch', `snapshot ${input.snapshotId} is corrupt: its sha256 does not match the catalog`);
+  }
+  const sha256 = written.digest();
+  await putSmall(deps, sumKey, sha256);
+  await progress.flush();
+  return { key, sha256, sizeBytes: written.bytes, reused: false };
+}
+
+/**
+ * A chunked snapshot is rebuilt in a scratch directory of this host (every chunk checked) and packed
+ * from there by GNU tar, so the archive is what tar makes of the tree, sparse files included.
+ */
+async function exportChunked(deps: ActivityDeps, input: ExportArchiveInput, key: string, sumKey: string, progress: ProgressSink) {
+  const { store } = deps;
+  const signal = Context.current().cancellationSignal;
+  const hook = deps.faultHook;
+  const scratch = path.join(workDir(deps), `export-${input.operationId}`);
+  const written = createMeter();
+  let tar: ReturnType<typeof packTreeGzip> | undefined;
+  try {
+    await progress.during(async () => {
+      await fs.rm(scratch, { recursive: true, force: true });
+      await fs.mkdir(scratch, { recursive: true });
+      await store.abortIncomplete(key);
+      await rebuildTree(deps, input, scratch, progress, async (n) => {
+        progress.add(n);
+        await hook?.('export:progress', { snapshotId: input.snapshotId, bytes: progress.bytes });
+      });
+      const t = (tar = packTreeGzip(scratch, signal));
+      t.stream.once('error', (e) => written.stream.destroy(e));
+      t.stream.pipe(written.stream);
+      await Promise.all([store.put(key, written.stream, { signal, contentType: 'application/gzip', ...progress.storeHooks }), t.done]);
+    });
+  } catch (err) {
+    tar?.kill();
+    await store.delete(key).catch(() => {});
+    throw err;
+  } finally {
+    await fs.rm(scratch, { recursive: true, force: true });
   }
   const sha256 = written.digest();
   await putSmall(deps, sumKey, sha256);

@@ -6,6 +6,8 @@ import type { ProgressSink } from './progress.js';
 import { createMeter } from './stream-meter.js';
 import { followFile } from './file-follower.js';
 import { CagedError } from '../shared/errors.js';
+import { isManifestKey } from './chunk-context.js';
+import { rebuildTree } from './snapshot-chunks.js';
 
 export interface StageSnapshotInput {
   operationId: string;
@@ -34,6 +36,16 @@ export async function stageSnapshot(deps: ActivityDeps, input: StageSnapshotInpu
   });
   let unpack: Tools | undefined;
   try {
+    if (isManifestKey(input.objectKey)) {
+      await progress.during(() =>
+        rebuildTree(deps, input, dest, progress, async (n) => {
+          progress.add(n);
+          await hook?.('restore:extracting', { sandboxId: input.sandboxId, snapshotId: input.snapshotId, bytes: progress.bytes });
+        }),
+      );
+      await progress.flush();
+      return;
+    }
     await progress.during(async () => {
       if (store.local) {
         // zstd reads the object file itself; this process hashes the same file through one reused buffer.

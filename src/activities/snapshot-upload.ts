@@ -13,6 +13,8 @@ import { followFile } from './file-follower.js';
 import { CagedError } from '../shared/errors.js';
 import type { ProgressSink } from './progress.js';
 import { createMeter, snapshotSizeCheck } from './stream-meter.js';
+import { isManifestKey } from './chunk-context.js';
+import { recordTree } from './snapshot-chunks.js';
 
 /** What may wait between the spool's follower and the store's part buffers. */
 const WRITE_CHUNK_BYTES = 1024 * 1024;
@@ -53,6 +55,7 @@ export async function uploadSnapshot(
   /** Runs once the store and the catalog have answered, right before the tree is read (the quiesce). */
   beforePack?: () => Promise<void>,
 ): Promise<{ sizeBytes: number; sha256: string }> {
+  if (isManifestKey(input.objectKey)) return recordSandboxTree(deps, input, progress, afterPack, beforePack);
   const { db, store, limits, faultHook } = deps;
   const ctx = Context.current();
   const signal = ctx.cancellationSignal;
@@ -93,6 +96,24 @@ export async function uploadSnapshot(
   });
   await progress.flush();
   return { sizeBytes: meter.bytes, sha256: meter.digest() };
+}
+
+/** A chunked snapshot of the sandbox's tree, compared with its previous one. */
+async function recordSandboxTree(
+  deps: ActivityDeps,
+  input: UploadSnapshotInput,
+  progress: ProgressSink,
+  afterRead?: () => Promise<void>,
+  beforeRead?: () => Promise<void>,
+): Promise<{ sizeBytes: number; sha256: string }> {
+  const spoolDir = await deps.runtime.scratchDir(input.sandboxId, SPOOL_DIR);
+  try {
+    const { sizeBytes, sha256 } = await recordTree(deps, input, deps.runtime.snapshotTree(input.sandboxId), progress, { beforeRead, afterRead, spoolDir, incremental: true });
+    await progress.flush();
+    return { sizeBytes, sha256 };
+  } finally {
+    await deps.runtime.removeScratch(input.sandboxId, SPOOL_DIR);
+  }
 }
 
 function priorUploadIds(details: unknown): string[] {

@@ -53,6 +53,9 @@ export function activityDeps(ctx: AppContext): ActivityDeps {
     store: ctx.store,
     runtime: ctx.runtime,
     limits: config.limits,
+    workDir: path.join(config.dataDir, 'work'),
+    packCacheBytes: config.packCacheBytes,
+    gcGraceSeconds: config.gc.graceSeconds,
     log: ctx.log.child({ component: 'worker' }),
     urls: config.urlSecret ? { secret: config.urlSecret, publicUrl: config.publicUrl } : undefined,
   };

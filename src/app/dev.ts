@@ -5,6 +5,7 @@ import { loadConfig } from '../config.js';
 import { createLogger, installTemporalLogging, resolveLogFormat } from './logger.js';
 import { installProcessGuards } from './process-guard.js';
 import { activityDeps, createAppContext } from './context.js';
+import { ensureGcSchedule } from './gc-schedule.js';
 import { createWorkers, runWorkers } from './worker.js';
 import { persistedSecret } from './secrets.js';
 import { startTemporalDevServer } from '../runtime/temporal-dev-server.js';
@@ -61,6 +62,7 @@ export async function runDev(): Promise<void> {
       activityDeps(ctx),
       { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
     );
+    await ensureGcSchedule(ctx.temporal, { taskQueue: config.temporal.taskQueue, intervalSeconds: config.gc.intervalSeconds });
     running = runWorkers(workers);
     api = await buildServer(ctx);
     await api.listen({ host: config.httpHost, port: config.httpPort });

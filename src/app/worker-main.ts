@@ -3,6 +3,7 @@ import { loadConfig } from '../config.js';
 import { createLogger, installTemporalLogging, resolveLogFormat } from './logger.js';
 import { installProcessGuards } from './process-guard.js';
 import { activityDeps, createAppContext } from './context.js';
+import { ensureGcSchedule } from './gc-schedule.js';
 import { createWorkers, runWorkers } from './worker.js';
 
 /** `caged worker`: the shared queue and this host's queue (CAGED_HOST_ID). */
@@ -18,6 +19,7 @@ export async function runWorker(): Promise<void> {
     activityDeps(ctx),
     { connection, namespace: config.temporal.namespace, taskQueue: config.temporal.taskQueue, hostId: config.hostId },
   );
+  await ensureGcSchedule(ctx.temporal, { taskQueue: config.temporal.taskQueue, intervalSeconds: config.gc.intervalSeconds });
   log.info({ taskQueue: config.temporal.taskQueue, hostId: config.hostId }, 'caged worker running');
   // The SDK shuts the workers down gracefully on SIGINT/SIGTERM.
   await runWorkers(workers);

@@ -128,3 +128,15 @@ export function transcodeFromGzip(signal?: AbortSignal): Transcoder {
   const p = pipeTools(['gzip', ['-d', '-c'], 'gzip (import)'], ['zstd', ZSTD_PACK, 'zstd (import)'], 'pipe', 'pipe', signal);
   return { input: p.first.stdin!, output: p.second.stdout!, done: p.done, kill: p.kill };
 }
+
+/** Packs a tree as .tar.gz (exports of chunked snapshots, rebuilt in a scratch directory first). Two children, both killed by kill(). */
+export function packTreeGzip(root: string, signal?: AbortSignal): ToolProcess<Readable> {
+  const p = pipeTools(['tar', [...TAR_CREATE, '-C', root, '.'], 'tar (export)'], [gzipCompressor(), ['-6', '-c'], 'gzip (export)'], 'ignore', 'pipe', signal);
+  return { stream: p.second.stdout!, done: p.done, kill: p.kill };
+}
+
+/** Extracts a .tar.gz (an import, validated before) into an empty directory; the caller writes the archive to `stream`. */
+export function unpackGzip(dest: string, signal?: AbortSignal): ToolProcess<Writable> {
+  const p = pipeTools(['gzip', ['-d', '-c'], 'gzip (import)'], ['tar', [...TAR_EXTRACT, '-C', dest], 'tar (import)'], 'pipe', 'ignore', signal);
+  return { stream: p.first.stdin!, done: p.done, kill: p.kill };
+}

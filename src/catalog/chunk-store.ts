@@ -165,24 +165,70 @@ export async function dropSnapshotRefs(db: CatalogDb, snapshotId: string): Promi
 }
 
 /**
- * Bytes the account stores, as the limit counts them: its packs (being written or live) and
- * manifests, and the archives of its snapshots in the earlier format. With `committedFor`, packs
- * that another snapshot still pending is writing do not count (they count for it when it commits),
- * so two snapshots committing side by side cannot push each other over the limit.
+ * Bytes the account stores, as the limit counts them: its packs (being written or live), the
+ * manifests of its chunked snapshots and the archives of its snapshots in the earlier format.
+ * With `committedFor` (the snapshot about to become ready), only what is committed counts besides
+ * that snapshot's own packs: packs other pending snapshots write, and their manifests and archives,
+ * count for them when they commit, so two snapshots committing side by side cannot push each other
+ * over the limit (`committedOnly`: the same without a snapshot of its own, as the consistency
+ * checker counts). `excludeSnapshot` leaves out everything of that snapshot.
  */
-export async function accountStoredBytes(db: CatalogDb, accountId: string, o: { committedFor?: string; excludeSnapshot?: string } = {}): Promise<number> {
+export async function accountStoredBytes(
+  db: CatalogDb,
+  accountId: string,
+  o: { committedFor?: string; committedOnly?: boolean; excludeSnapshot?: string } = {},
+): Promise<number> {
+  const exclude = o.excludeSnapshot ?? null;
+  const committed = o.committedOnly || o.committedFor !== undefined;
+  // With committedOnly and no snapshot of its own, no pack is "its own": '' matches no id.
+  const committedFor = committed ? (o.committedFor ?? '') : null;
+  const states = committed ? ['ready', 'deleting'] : ['pending', 'ready', 'deleting'];
   const res = await sql<{ total: string | null }>`
     select
       coalesce((select sum(p.size_bytes) from packs p
-        where p.account_id = ${accountId} and p.state in ('writing', 'live')
-          and (${o.excludeSnapshot ?? null}::text is null or p.writer_snapshot_id is distinct from ${o.excludeSnapshot ?? null})
-          and (${o.committedFor ?? null}::text is null or p.writer_snapshot_id is null or p.writer_snapshot_id = ${o.committedFor ?? null}
+        where p.account_id = ${accountId}
+          -- a pack still being written counts for its writer while that is pending (a failed one's leftovers are the collector's)
+          and (p.state = 'live' or (p.state = 'writing' and exists (select 1 from snapshots w where w.id = p.writer_snapshot_id and w.state = 'pending')))
+          and (${exclude}::text is null or p.writer_snapshot_id is distinct from ${exclude}::text)
+          and (${committedFor}::text is null or p.writer_snapshot_id is null or p.writer_snapshot_id = ${committedFor}::text
                or not exists (select 1 from snapshots w where w.id = p.writer_snapshot_id and w.state in ('pending', 'failed')))), 0)
-      + coalesce((select sum(coalesce(s.manifest_bytes, 0)) from snapshots s
-        where s.account_id = ${accountId} and s.format = 'chunks' and s.state in ('pending', 'ready', 'deleting')
-          and (${o.excludeSnapshot ?? null}::text is null or s.id <> ${o.excludeSnapshot ?? null})), 0)
-      + coalesce((select sum(coalesce(s.size_bytes, 0)) from snapshots s
-        where s.account_id = ${accountId} and s.format = 'tar.zst' and s.state in ('pending', 'ready', 'deleting')
-          and (${o.excludeSnapshot ?? null}::text is null or s.id <> ${o.excludeSnapshot ?? null})), 0) as total`.execute(db);
+      + coalesce((select sum(case when s.format = 'chunks' then coalesce(s.manifest_bytes, 0) else coalesce(s.size_bytes, 0) end)
+        from snapshots s
+        where s.account_id = ${accountId} and s.state in (${sql.join(states)})
+          and (${exclude}::text is null or s.id <> ${exclude}::text)), 0) as total`.execute(db);
   return Number(res.rows[0]?.total ?? 0);
+}
+
+/** A chunked snapshot's accounting, recorded by the attempt that wrote it (only while it is pending). */
+export async function recordChunkedSnapshot(
+  db: CatalogDb,
+  snapshotId: string,
+  r: { storedBytes: number; manifestBytes: number; treeBytes: number; parentId: string | null },
+): Promise<void> {
+  await db
+    .updateTable('snapshots')
+    .set({ stored_bytes: r.storedBytes, manifest_bytes: r.manifestBytes, tree_bytes: r.treeBytes, parent_id: r.parentId, updated_at: sql`now()` })
+    .where('id', '=', snapshotId)
+    .where('state', '=', 'pending')
+    .execute();
+}
+
+/**
+ * The snapshot a new one of the sandbox is taken against: its newest ready chunked snapshot. After
+ * a restore its files have new inodes and change times, so none of them matches and all are read
+ * (their chunks still dedupe): the comparison can only save work, never take a stale file.
+ */
+export async function incrementalParent(db: CatalogDb, sandboxId: string, excludeSnapshot: string): Promise<{ snapshotId: string; key: string; sha256: string } | undefined> {
+  const row = await db
+    .selectFrom('snapshots')
+    .select(['id', 'object_key', 'sha256'])
+    .where('sandbox_id', '=', sandboxId)
+    .where('format', '=', 'chunks')
+    .where('state', '=', 'ready')
+    .where('id', '!=', excludeSnapshot)
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return row?.sha256 ? { snapshotId: row.id, key: row.object_key, sha256: row.sha256 } : undefined;
 }

@@ -3,6 +3,7 @@ import type { CatalogDb } from './db.js';
 import type { SnapshotKind, SnapshotRow, SnapshotState } from './schema.js';
 import type { Limits } from '../config.js';
 import { CagedError } from '../shared/errors.js';
+import { accountStoredBytes, dropSnapshotRefs } from './chunk-store.js';
 import { layout } from '../storage/layout.js';
 
 export const SNAPSHOT_NAME_RE = /^[A-Za-z0-9._-]{1,63}$/;
@@ -30,19 +31,14 @@ export interface ReserveOutcome {
 }
 
 /** Where a new snapshot's data goes: the catalog decides, every layer reads it from the row. */
-export const newSnapshotObjectKey = (sandboxId: string, snapshotId: string) => layout.archive(sandboxId, snapshotId);
+/** New snapshots are chunked: their key is the manifest's. */
+export const newSnapshotObjectKey = (sandboxId: string, snapshotId: string) => layout.manifest(sandboxId, snapshotId);
 
 const num = (v: unknown) => (v === null || v === undefined ? 0 : Number(v));
 
-/** Bytes an account holds or is writing: pending snapshots count with the bytes written so far. */
+/** Bytes an account holds or is writing (pending snapshots with what they wrote so far), as accountStoredBytes counts them. */
 export async function accountUsage(db: CatalogDb, accountId: string, excludeSnapshotId?: string): Promise<number> {
-  let q = db
-    .selectFrom('snapshots')
-    .select((eb) => eb.fn.coalesce(eb.fn.sum<string>('size_bytes'), sql<string>`0`).as('total'))
-    .where('account_id', '=', accountId)
-    .where('state', 'in', LIVE);
-  if (excludeSnapshotId) q = q.where('id', '!=', excludeSnapshotId);
-  return num((await q.executeTakeFirstOrThrow()).total);
+  return accountStoredBytes(db, accountId, { excludeSnapshot: excludeSnapshotId });
 }
 
 /**
@@ -113,6 +109,7 @@ export async function reserveSnapshot(db: CatalogDb, r: Reservation, limits: Lim
         kind: r.kind,
         state: 'pending',
         object_key: newSnapshotObjectKey(r.sandboxId, r.id),
+        format: 'chunks',
       })
       .returningAll()
       .executeTakeFirstOrThrow();
@@ -204,16 +201,14 @@ export async function markSnapshotReady(db: CatalogDb, id: string, sizeBytes: nu
     if (snap.state === 'ready') return snap;
     if (limits) {
       await tx.selectFrom('accounts').select('id').where('id', '=', snap.account_id).forUpdate().execute();
-      const stored = await tx
-        .selectFrom('snapshots')
-        .select((eb) => eb.fn.coalesce(eb.fn.sum<string>('size_bytes'), sql<string>`0`).as('total'))
-        .where('account_id', '=', snap.account_id)
-        .where('state', 'in', ['ready', 'deleting'])
-        .executeTakeFirstOrThrow();
-      if (num(stored.total) + sizeBytes > limits.maxAccountBytes) {
+      // A chunked snapshot's packs are among what the account stores (committedFor counts them); its
+      // manifest, or an archive, is what it adds besides.
+      const stored = await accountStoredBytes(tx as unknown as CatalogDb, snap.account_id, { committedFor: id });
+      const adds = snap.format === 'chunks' ? num(snap.manifest_bytes) : sizeBytes;
+      if (stored + adds > limits.maxAccountBytes) {
         throw new CagedError(
           'limit_exceeded',
-          `limit account_bytes exceeded: the account stores ${num(stored.total)} bytes and this snapshot adds ${sizeBytes} of ${limits.maxAccountBytes}`,
+          `limit account_bytes exceeded: the account stores ${stored} bytes and this snapshot adds ${adds} of ${limits.maxAccountBytes}`,
           { limit: 'account_bytes', max: limits.maxAccountBytes },
         );
       }
@@ -228,12 +223,16 @@ export async function markSnapshotReady(db: CatalogDb, id: string, sizeBytes: nu
 }
 
 export async function markSnapshotFailed(db: CatalogDb, id: string, code: string, message: string): Promise<void> {
-  await db
-    .updateTable('snapshots')
-    .set({ state: 'failed', error_code: code, error_message: message, size_bytes: null, updated_at: sql`now()` })
-    .where('id', '=', id)
-    .where('state', 'in', ['pending', 'failed'])
-    .execute();
+  await db.transaction().execute(async (tx) => {
+    const res = await tx
+      .updateTable('snapshots')
+      .set({ state: 'failed', error_code: code, error_message: message, size_bytes: null, updated_at: sql`now()` })
+      .where('id', '=', id)
+      .where('state', 'in', ['pending', 'failed'])
+      .executeTakeFirst();
+    // A failed snapshot keeps no chunk alive; the collector frees what only it referenced.
+    if (Number(res.numUpdatedRows) > 0) await dropSnapshotRefs(tx as unknown as CatalogDb, id);
+  });
 }
 
 /**
@@ -274,7 +273,10 @@ export async function claimSnapshotForRead(db: CatalogDb, id: string): Promise<S
 }
 
 export async function markSnapshotDeleted(db: CatalogDb, id: string): Promise<void> {
-  await db.updateTable('snapshots').set({ state: 'deleted', updated_at: sql`now()` }).where('id', '=', id).execute();
+  await db.transaction().execute(async (tx) => {
+    await tx.updateTable('snapshots').set({ state: 'deleted', updated_at: sql`now()` }).where('id', '=', id).execute();
+    await dropSnapshotRefs(tx as unknown as CatalogDb, id);
+  });
 }
 
 

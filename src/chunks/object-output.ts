@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
+import { pipeline, Transform } from 'node:stream';
 import path from 'node:path';
 import type { BlobStore, PutOptions } from '../storage/blob-store.js';
 
@@ -9,6 +10,13 @@ import type { BlobStore, PutOptions } from '../storage/blob-store.js';
  * file beside the sandbox that is uploaded on publish. Nothing is visible under the key before
  * publish(); discard() leaves nothing behind.
  */
+export interface PublishOptions {
+  putOptions?: PutOptions;
+  keep?: (file: string) => Promise<boolean>;
+  /** Told the bytes as they go to the store (all at once for a local store); the upload waits for it. */
+  onUpload?: (n: number) => void | Promise<void>;
+}
+
 export interface ObjectOutput {
   readonly key: string;
   readonly fd: number;
@@ -17,7 +25,7 @@ export interface ObjectOutput {
    * Makes the bytes written the object. For a remote store, `keep` may take the spool file (the
    * host cache adopts packs); otherwise it is removed.
    */
-  publish(o?: { putOptions?: PutOptions; keep?: (file: string) => Promise<boolean> }): Promise<{ size: number }>;
+  publish(o?: PublishOptions): Promise<{ size: number }>;
   discard(): Promise<void>;
 }
 
@@ -28,7 +36,10 @@ export async function openOutput(store: BlobStore, key: string, spoolDir: string
       key,
       fd: staged.fd,
       path: staged.path,
-      publish: () => staged.publish(),
+      async publish(o = {}) {
+        if (o.onUpload) await o.onUpload((await fs.stat(staged.path)).size);
+        return staged.publish();
+      },
       discard: () => staged.discard(),
     };
   }
@@ -45,7 +56,12 @@ export async function openOutput(store: BlobStore, key: string, spoolDir: string
       const { size } = await handle.stat();
       await handle.close();
       try {
-        await store.put(key, createReadStream(file, { highWaterMark: 1024 * 1024 }), o.putOptions);
+        const source = createReadStream(file, { highWaterMark: 1024 * 1024 });
+        const onUpload = o.onUpload;
+        const body = onUpload
+          ? pipeline(source, new Transform({ transform: (c: Buffer, _e, cb) => void Promise.resolve(onUpload(c.length)).then(() => cb(null, c), cb) }), () => {})
+          : source;
+        await store.put(key, body, o.putOptions);
         state = 'published';
       } finally {
         if (state !== 'published' || !(await o.keep?.(file).catch(() => false))) await fs.rm(file, { force: true });

@@ -32,6 +32,8 @@ export interface PackWriterOptions {
   /** Where packs for a remote store are spooled before their upload. */
   spoolDir?: string;
   putOptions?: () => PutOptions;
+  /** Told the bytes of packs as they are uploaded (see ObjectOutput.publish). */
+  onUpload?: (n: number) => void | Promise<void>;
   /** Told the ids of a pack's chunks once it is committed: from then on the index finds them. */
   onCommitted?: (chunkIds: string[], bytes: number) => void;
 }
@@ -120,7 +122,7 @@ export class PackWriter {
     }
     const trailer = encodeTrailer(pack.frames);
     fs.writeSync(pack.fd, trailer, 0, trailer.length, pack.end);
-    const { size } = await pack.output.publish({ putOptions: this.o.putOptions?.(), keep: (file) => this.o.packs.adopt(pack.output.key, file) });
+    const { size } = await pack.output.publish({ putOptions: this.o.putOptions?.(), keep: (file) => this.o.packs.adopt(pack.output.key, file), onUpload: this.o.onUpload });
     await commitPack(this.o.db, { packId: pack.id, accountId: this.o.accountId, snapshotId: this.o.snapshotId, sizeBytes: size, chunks: pack.chunks });
     this.unfinished.delete(pack);
     this.storedBytes += size;

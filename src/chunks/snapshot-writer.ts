@@ -1,7 +1,10 @@
 import type { BigIntStats } from 'node:fs';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Writable } from 'node:stream';
-import { createWriteStream, lstatSync, readlinkSync } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { createHash } from 'node:crypto';
+import { CagedError } from '../shared/errors.js';
+import { createReadStream, createWriteStream, lstatSync, readlinkSync } from 'node:fs';
 import type { CatalogDb } from '../catalog/db.js';
 import { referenceStoredChunks } from '../catalog/chunk-store.js';
 import type { BlobStore, PutOptions } from '../storage/blob-store.js';
@@ -30,7 +33,8 @@ const TICK_ENTRIES = 256;
 
 export interface ParentManifest {
   snapshotId: string;
-  key: string;
+  /** A local copy of its manifest, checked against its sha256 before (see fetchParentManifest). */
+  file: string;
 }
 
 export interface WriteSnapshotOptions {
@@ -54,7 +58,10 @@ export interface WriteSnapshotOptions {
   afterRead?: () => Promise<void>;
   /** Called as bytes are read or stored; an error it returns stops the snapshot (limits). */
   onProgress?: (p: { readBytes: number; logicalBytes: number; storedBytes: number }) => Error | undefined;
-  onBytes?: (n: number) => void;
+  /** Told the bytes of packs and of the manifest as they go to the store; the upload waits for it. */
+  onUpload?: (n: number) => void | Promise<void>;
+  /** Told the bytes of each part read; the snapshot waits for it (tests hold or fail a snapshot here). */
+  onBytes?: (n: number) => void | Promise<void>;
 }
 
 export interface WriteSnapshotResult {
@@ -98,6 +105,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
     snapshotId: o.snapshotId,
     spoolDir: o.spoolDir,
     putOptions: o.putOptions,
+    onUpload: o.onUpload,
     onCommitted: (ids) => {
       for (const id of ids) uncommitted.delete(id);
       check();
@@ -168,7 +176,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
         throwIfFailed();
         const chunks = scanned.chunks as ScannedChunk[];
         for (const c of chunks) stats.bytesRead += c.length;
-        o.onBytes?.(chunks.reduce((s, c) => s + c.length, 0));
+        await o.onBytes?.(chunks.reduce((s, c) => s + c.length, 0));
         const { keep, ids } = await decide(chunks);
         await packs.withPack(ch.worker, async (pack) => {
           ch.send({ op: 'store', keep, fd: pack.fd, offset: pack.end });
@@ -272,7 +280,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
   let parentHeader: ManifestHeader | undefined;
   let parentCur: ManifestEntry | undefined;
   if (o.parent) {
-    parentIter = readManifest(await o.store.get(o.parent.key, { signal: o.signal }), (h) => (parentHeader = h));
+    parentIter = readManifest(createReadStream(o.parent.file), (h) => (parentHeader = h));
     parentCur = (await parentIter.next()).value ?? undefined;
   }
   const parentEntry = async (p: Buffer): Promise<ManifestEntry | undefined> => {
@@ -321,7 +329,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
     await packs.finish();
     const done = await manifest.finish();
     throwIfFailed();
-    await manifestOut.publish({ putOptions: o.putOptions?.() });
+    await manifestOut.publish({ putOptions: o.putOptions?.(), onUpload: o.onUpload });
     return {
       logicalBytes: done.totals.bytes,
       storedBytes: packs.storedBytes,
@@ -379,4 +387,29 @@ function entryOf(tree: string, w: WalkedEntry, hardlinks: Map<string, Buffer>): 
   if (st.isCharacterDevice()) return { ...common, type: 'char', rdev: Number(st.rdev) };
   if (st.isBlockDevice()) return { ...common, type: 'block', rdev: Number(st.rdev) };
   return undefined;
+}
+
+/**
+ * Copies a parent snapshot's manifest to `file` and checks it against its sha256, before the
+ * sandbox is stopped: a parent only saves work, so one that is missing or damaged is reported and
+ * the snapshot reads every file instead (undefined). A store that fails otherwise fails the attempt.
+ */
+export async function fetchParentManifest(
+  store: BlobStore,
+  parent: { snapshotId: string; key: string; sha256: string },
+  file: string,
+  signal: AbortSignal,
+): Promise<{ parent?: ParentManifest; problem?: string }> {
+  const hash = createHash('sha256');
+  try {
+    const body = await store.get(parent.key, { signal });
+    body.on('data', (c: Buffer) => hash.update(c));
+    await pipeline(body, createWriteStream(file), { signal });
+  } catch (err) {
+    if (err instanceof CagedError && err.code === 'not_found') return { problem: `the manifest of ${parent.snapshotId} is missing` };
+    throw err;
+  }
+  const actual = hash.digest('hex');
+  if (actual !== parent.sha256) return { problem: `the manifest of ${parent.snapshotId} hashes to ${actual}, not ${parent.sha256}` };
+  return { parent: { snapshotId: parent.snapshotId, file } };
 }

@@ -26,7 +26,8 @@ export interface RestoreTreeOptions {
   dest: string;
   signal: AbortSignal;
   storeOptions?: CallOptions;
-  onBytes?: (n: number) => void;
+  /** Told the bytes of each batch written; the restore waits for it (tests hold or fail a restore here). */
+  onBytes?: (n: number) => void | Promise<void>;
 }
 
 export interface RestoreTreeResult {
@@ -62,15 +63,14 @@ export async function restoreTree(o: RestoreTreeOptions): Promise<RestoreTreeRes
     batchBytes = 0;
     while (running.size >= o.pool.size) await Promise.race(running);
     if (failure) throw failure;
-    const p = writeFiles(o, files, chown).then(
-      (bytes) => {
+    const p = writeFiles(o, files, chown)
+      .then(async (bytes) => {
         totals.bytes += bytes;
-        o.onBytes?.(bytes);
-      },
-      (err) => {
+        await o.onBytes?.(bytes);
+      })
+      .catch((err: unknown) => {
         failure ??= err;
-      },
-    );
+      });
     running.add(p);
     void p.finally(() => running.delete(p));
   };
@@ -125,8 +125,25 @@ export async function restoreTree(o: RestoreTreeOptions): Promise<RestoreTreeRes
   }
 }
 
-/** Has one worker write a batch of files; the packs they read from stay pinned until it is done. */
+/**
+ * Has one worker write a batch of files. A chunk that does not match its id may be a damaged
+ * local copy of a remote store's pack: those copies are dropped and the batch is written once more
+ * from the store (a local store's packs are the store, so the same failure comes back).
+ */
 async function writeFiles(o: RestoreTreeOptions, files: FileEntry[], chown: boolean): Promise<number> {
+  const used = new Set<string>();
+  try {
+    return await writeFilesOnce(o, files, chown, used);
+  } catch (err) {
+    if (!(err instanceof CagedError && err.code === 'checksum_mismatch') || used.size === 0) throw err;
+    for (const key of used) await o.packs.forget(key);
+    for (const f of files) fs.rmSync(absolutePath(o.dest, f.path), { force: true });
+    return writeFilesOnce(o, files, chown, new Set());
+  }
+}
+
+/** The packs the batch reads stay pinned until it is done. */
+async function writeFilesOnce(o: RestoreTreeOptions, files: FileEntry[], chown: boolean, used: Set<string>): Promise<number> {
   const ids = [...new Set(files.flatMap((f) => f.chunks.flatMap((c) => ('id' in c ? [c.id.toString('hex')] : []))))];
   const where = await chunkLocations(o.db, o.accountId, ids);
   const opened = new Map<string, { file: string; release(): void }>();
@@ -137,6 +154,7 @@ async function writeFiles(o: RestoreTreeOptions, files: FileEntry[], chown: bool
       if (!f) {
         f = await o.packs.open(key, { ...o.storeOptions, signal: o.signal });
         opened.set(key, f);
+        used.add(key);
       }
       return f.file;
     };

@@ -29,6 +29,7 @@ export const layout = {
   importUpload: (sandboxId: string, snapshotId: string, suffix: string) => `snapshots/${sandboxId}/${snapshotId}/upload-${suffix}.tar.gz`,
   /** Export keys of earlier versions; deleted with their snapshot. */
   legacyExports: (snapshotId: string) => [`exports/${snapshotId}.tar.gz`, `exports/${snapshotId}.tar.gz.sha256`],
+  packsRoot: 'packs/',
   packPrefix: (accountId: string) => `packs/${accountId}/`,
   pack: (accountId: string, packId: string) => `packs/${accountId}/${packId.slice(0, 2)}/${packId}.pack`,
   /** Every key a snapshot may own besides its manifest or archive, for its deletion. */

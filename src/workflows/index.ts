@@ -9,3 +9,4 @@ export { restoreWorkflow } from './restore.js';
 export { forkWorkflow } from './fork.js';
 export { exportWorkflow } from './export.js';
 export { importWorkflow } from './import.js';
+export { gcWorkflow } from './gc.js';

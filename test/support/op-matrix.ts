@@ -14,6 +14,7 @@ import { startStack, type TestStack } from './stack.js';
 import { apiClient } from './http.js';
 import { killAllChildren } from './processes.js';
 import { describeTree, gnuExtract, populateTree, sha256File, type TreeEntry } from './tree.js';
+import { extractSnapshot } from './snapshot-tree.js';
 import { openUploadKeys } from './s3.js';
 import { classifyKey, layout } from '../../src/storage/layout.js';
 import { getSnapshot } from '../../src/catalog/snapshots.js';
@@ -76,15 +77,10 @@ export function opMatrix({ stack, api, accountId }: MatrixEnv) {
     return snapshotId;
   }
 
-  /** The snapshot object's tree, extracted with GNU tar after checking its sha256 against the catalog. */
+  /** The snapshot's tree, rebuilt from the store after checking its sha256 against the catalog. */
   async function snapshotTree(snapshotId: string): Promise<TreeEntry[]> {
-    const snap = (await getSnapshot(stack.db, snapshotId))!;
-    expect(snap.state).toBe('ready');
-    const file = path.join(stack.dir, `${snapshotId}.tar.zst`);
-    await pipeline(await stack.store.get(snap.object_key), fs.createWriteStream(file));
-    expect(sha256File(file)).toBe(snap.sha256);
     const out = path.join(stack.dir, `x-${snapshotId}`);
-    gnuExtract(file, out, 'zstd');
+    await extractSnapshot(stack, snapshotId, out);
     return describeTree(out);
   }
 

@@ -23,3 +23,10 @@ export async function openUploadKeys(stack: TestStack): Promise<string[]> {
 export async function openUploads(stack: TestStack, key: string): Promise<number> {
   return (await openUploadKeys(stack)).filter((k) => k === key).length;
 }
+
+/** The snapshot's packs (what its bytes are uploaded as) with the multipart uploads open for each. */
+export async function packUploads(stack: TestStack, snapshotId: string): Promise<{ key: string; state: string; sizeBytes: number; open: number }[]> {
+  const open = await openUploadKeys(stack);
+  const packs = await stack.db.selectFrom('packs').select(['object_key', 'state', 'size_bytes']).where('writer_snapshot_id', '=', snapshotId).execute();
+  return packs.map((p) => ({ key: p.object_key, state: p.state, sizeBytes: Number(p.size_bytes), open: open.filter((k) => k === p.object_key).length }));
+}

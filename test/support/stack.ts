@@ -110,7 +110,7 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
   const address = opts.temporalAddress ?? inject('temporalAddress');
   const connection = await Connection.connect({ address });
   const client = new Client({ connection });
-  const deps: ActivityDeps = { db, store, runtime, limits: config.limits, log, faultHook: opts.faultHook };
+  const deps: ActivityDeps = { db, store, runtime, limits: config.limits, log, faultHook: opts.faultHook, workDir: path.join(dir, 'work'), gcGraceSeconds: config.gc.graceSeconds };
   const native = await NativeConnection.connect({ address });
   let api: FastifyInstance | undefined;
   let apiUrl: string | undefined;

@@ -1,7 +1,7 @@
-import fs from 'node:fs/promises';
 import type { BlobInfo, BlobStore, IncompleteUpload } from '../../storage/blob-store.js';
 import type { SnapshotRow } from '../../catalog/schema.js';
 import { classifyKey, type KeyFamily } from '../../storage/layout.js';
+import { modifiedAt } from '../../storage/modified-at.js';
 import { pastGrace, type Check, type CheckRun, type Found } from './findings.js';
 
 interface Owners {
@@ -54,16 +54,6 @@ function objectOrphaned(key: string, family: SnapshotFamily, row: SnapshotRow | 
 function uploadOrphaned(family: SnapshotFamily, snapshotId: string, row: SnapshotRow | undefined, owners: Owners): string | undefined {
   if (family === 'export' ? owners.exporting.has(snapshotId) : row?.state === 'pending') return undefined;
   return row ? `its snapshot ${row.id} is ${row.state}${family === 'export' ? ' and no export of it runs' : ''}` : `no snapshot ${snapshotId} in the catalog`;
-}
-
-/** When the object was written: what the listing says, or for an fs store, its file's mtime. */
-async function modifiedAt(store: BlobStore, obj: BlobInfo): Promise<Date | undefined> {
-  if (obj.modifiedAt || !store.local) return obj.modifiedAt;
-  try {
-    return (await fs.stat(await store.local.objectFile(obj.key))).mtime;
-  } catch {
-    return undefined; // gone since the listing
-  }
 }
 
 /** The later of two moments: an orphan counts as old only once both the object and its row are. */

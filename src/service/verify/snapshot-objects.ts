@@ -10,7 +10,8 @@ import { snapshotsIn } from './snapshot-rows.js';
 async function objectProblem(store: BlobStore, snap: SnapshotRow, deep: boolean): Promise<Omit<Found, 'subject'> | undefined> {
   const info = await store.head(snap.object_key);
   if (!info) return { check: 'snapshot_object_missing', detail: `object ${snap.object_key} is not in the store` };
-  const recorded = Number(snap.size_bytes ?? -1);
+  // A chunked snapshot's object is its manifest (its size_bytes is what its files hold).
+  const recorded = Number((snap.format === 'chunks' ? snap.manifest_bytes : snap.size_bytes) ?? -1);
   if (info.size !== recorded) {
     return { check: 'snapshot_object_size', detail: `object ${snap.object_key} has ${info.size} bytes, the catalog records ${recorded}` };
   }

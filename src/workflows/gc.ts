@@ -1,0 +1,47 @@
+import { proxyActivities } from '@temporalio/workflow';
+import type { GcActivities } from '../activities/index.js';
+
+/** One pass never runs unbounded: steps that find more come back at most this often per pass. */
+const MAX_ROUNDS = 50;
+
+const steps = proxyActivities<GcActivities>({
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10 },
+});
+
+export interface GcResult {
+  refsDropped: number;
+  condemned: number;
+  deleted: number;
+  deletedBytes: number;
+  resurrected: number;
+  staleWritesRemoved: number;
+  orphansRemoved: number;
+}
+
+/**
+ * One pass of the chunk store's garbage collector, started by a Temporal Schedule (overlaps
+ * skipped, so passes never run side by side): mark (condemn live packs nothing references), sweep
+ * (delete condemned packs whose grace is over, after a last check under each pack's lock), then the
+ * leftovers of writers that crashed or failed, and pack objects without a row. Nothing here locks
+ * out snapshots: they go on while it runs, and what they reference meanwhile is kept.
+ */
+export async function gcWorkflow(): Promise<GcResult> {
+  const r: GcResult = { refsDropped: 0, condemned: 0, deleted: 0, deletedBytes: 0, resurrected: 0, staleWritesRemoved: 0, orphansRemoved: 0 };
+  Object.assign(r, await steps.gcMark());
+  for (let i = 0; i < MAX_ROUNDS; i++) {
+    const s = await steps.gcSweep();
+    r.deleted += s.deleted;
+    r.deletedBytes += s.deletedBytes;
+    r.resurrected += s.resurrected;
+    if (!s.more) break;
+  }
+  for (let i = 0; i < MAX_ROUNDS; i++) {
+    const s = await steps.gcRemoveStaleWrites();
+    r.staleWritesRemoved += s.removed;
+    if (!s.more) break;
+  }
+  r.orphansRemoved = (await steps.gcRemoveOrphanPacks()).removed;
+  return r;
+}
