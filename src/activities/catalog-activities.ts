@@ -1,4 +1,3 @@
-import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import * as snapshots from '../catalog/snapshots.js';
 import * as operations from '../catalog/operations.js';
@@ -113,15 +112,13 @@ export function createCatalogActivities(deps: ActivityDeps) {
       const row = await snapshots.getSnapshot(db, snapshotId);
       if (!row) return;
       for (const key of [row.object_key, ...layout.snapshotExtras(row.sandbox_id, row.id)]) {
-        Context.current().heartbeat();
         await store.abortIncomplete(key);
         await store.delete(key);
       }
     },
 
-    /** Removes an object and whatever an interrupted upload of it left behind. */
+    /** Removes an object and whatever an interrupted upload of it left behind (a local activity: it cannot heartbeat, its timeout bounds it). */
     async deleteObject(key: string): Promise<void> {
-      Context.current().heartbeat();
       await store.abortIncomplete(key);
       await store.delete(key);
     },

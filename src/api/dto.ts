@@ -45,6 +45,8 @@ export function snapshotDto(s: SnapshotRow) {
     state: s.state,
     size_bytes: s.state === 'ready' || s.state === 'deleting' ? num(s.size_bytes) : s.size_bytes === null ? null : num(s.size_bytes),
     sha256: s.sha256,
+    // A chunked snapshot: what it added to the store (new chunks and its manifest), and the snapshot it was compared with.
+    ...(s.format === 'chunks' && s.stored_bytes !== null ? { stored_bytes: num(s.stored_bytes) + num(s.manifest_bytes), incremental_from: s.parent_id } : {}),
     created_at: s.created_at.toISOString(),
     ...(s.error_code ? { error: { code: s.error_code, message: s.error_message ?? '' } } : {}),
   };
