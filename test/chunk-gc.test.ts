@@ -40,16 +40,17 @@ describe.each(['fs', 's3'] as const)('garbage collection on the %s store', (kind
   it("frees a deleted snapshot's packs in one pass and keeps the packs a ready snapshot references", async () => {
     const id = await api.createSandbox();
     const root = stack.runtime.rootDir(id);
-    fs.writeFileSync(path.join(root, 'a.bin'), randomBytes(3 * MiB));
+    fs.writeFileSync(path.join(root, 'a.bin'), randomBytes(5 * MiB));
     const first = await api.snapshot(id, 'first');
     expect(first.op.status).toBe('succeeded');
     // Nothing of the first tree is left (the template's files included), so its packs are referenced by it alone.
     for (const name of fs.readdirSync(root)) fs.rmSync(path.join(root, name), { recursive: true, force: true });
-    fs.writeFileSync(path.join(root, 'b.bin'), randomBytes(3 * MiB));
+    fs.writeFileSync(path.join(root, 'b.bin'), randomBytes(5 * MiB));
     const second = await api.snapshot(id, 'second');
     expect(second.op.status).toBe('succeeded');
-    const freed = (await packsOf(first.snapshotId)).find((p) => Number(p.size_bytes) > 3 * MiB);
-    const kept = (await packsOf(second.snapshotId)).find((p) => Number(p.size_bytes) > 3 * MiB);
+    // Packs over the repack's small-pack bound, so only the mark and the sweep act on them here.
+    const freed = (await packsOf(first.snapshotId)).find((p) => Number(p.size_bytes) > 5 * MiB);
+    const kept = (await packsOf(second.snapshotId)).find((p) => Number(p.size_bytes) > 5 * MiB);
     expect(freed!.state).toBe('live');
     expect(await stack.store.head(freed!.object_key)).toMatchObject({ size: Number(freed!.size_bytes) });
 
@@ -72,6 +73,44 @@ describe.each(['fs', 's3'] as const)('garbage collection on the %s store', (kind
     await extractSnapshot(stack, second.snapshotId, out);
     expect(sha256File(path.join(out, 'b.bin'))).toBe(sha256File(path.join(root, 'b.bin')));
     expect(fs.existsSync(path.join(out, 'a.bin'))).toBe(false);
+  });
+
+  it('repacks a mostly-empty pack: what is still referenced moves to a new pack, the old one is freed', async () => {
+    const id = await api.createSandbox();
+    const root = stack.runtime.rootDir(id);
+    for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(root, `f${i}.txt`), randomBytes(20_000 + i));
+    const first = await api.snapshot(id, 'many');
+    expect(first.op.status).toBe('succeeded');
+    const [old] = await packsOf(first.snapshotId);
+    expect(old!.chunk_count).toBeGreaterThanOrEqual(40);
+    // The next snapshot keeps 5 of the 40 files: fewer than half of the pack's chunks stay referenced.
+    for (let i = 5; i < 40; i++) fs.rmSync(path.join(root, `f${i}.txt`));
+    const second = await api.snapshot(id, 'few');
+    expect(second.op.status).toBe('succeeded');
+    // It stored nothing new: all its chunks were in the first one's pack.
+    expect(await packsOf(second.snapshotId)).toEqual([]);
+    const del = await api.call('DELETE', `/v1/snapshots/${first.snapshotId}`);
+    expect((await api.waitOp(del.body.operation.id)).status).toBe('succeeded');
+
+    const pass = await gcPass();
+    expect(pass.repacked).toBeGreaterThanOrEqual(1);
+    expect(pass.repackFailures).toBe(0);
+    expect(await stateOf(old!.id)).toBe('deleted');
+    expect(await stack.store.head(old!.object_key)).toBeNull();
+    // Every chunk the remaining snapshot references is in a live pack the collector wrote.
+    const where = await stack.db
+      .selectFrom('snapshot_chunks as r')
+      .innerJoin('chunks as c', 'c.id', 'r.chunk_id')
+      .innerJoin('packs as p', 'p.id', 'c.pack_id')
+      .select(['p.id', 'p.state', 'p.writer_snapshot_id'])
+      .where('r.snapshot_id', '=', second.snapshotId)
+      .execute();
+    expect(where.length).toBeGreaterThanOrEqual(5);
+    expect(new Set(where.map((w) => `${w.state}/${w.writer_snapshot_id}`))).toEqual(new Set(['live/null']));
+    const out = path.join(stack.dir, `repacked-${second.snapshotId}`);
+    await extractSnapshot(stack, second.snapshotId, out);
+    for (let i = 0; i < 5; i++) expect(sha256File(path.join(out, `f${i}.txt`))).toBe(sha256File(path.join(root, `f${i}.txt`)));
+    expect(fs.existsSync(path.join(out, 'f5.txt'))).toBe(false);
   });
 
   it('removes a pack a failed writer left and a pack object without a row; keeps a pending writer\'s', async () => {

@@ -109,8 +109,9 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     const second = await snapshot(tree, { snapshotId: first.snapshotId, key: first.key, sha256: first.sha256 });
     expect(second.filesRead).toBe(2);
     expect(second.filesReused).toBe(first.files - 2);
-    // The overwritten MiB of large.bin changes the chunks around it (about 1 MiB each), not the file.
-    expect(second.storedBytes).toBeLessThan(4 * MiB);
+    // The overwritten MiB of large.bin changes the chunks that touch it, not the whole file: less
+    // is stored than the file's 6 MiB of random bytes (typically 2-3 MiB; a chunk may reach 4 MiB).
+    expect(second.storedBytes).toBeLessThan(6 * MiB);
     expect(second.bytesRead).toBe(6 * MiB + 12345 + 'print("changed")\n'.length);
     const restored = await restore(second.key, second.sha256);
     expect(describeFullTree(restored)).toEqual(describeFullTree(tree));

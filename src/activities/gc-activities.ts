@@ -3,7 +3,15 @@ import type { ActivityDeps } from './deps.js';
 import * as gc from '../catalog/gc.js';
 import { classifyKey, layout } from '../storage/layout.js';
 import { modifiedAt } from '../storage/modified-at.js';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { accountChunkKey } from '../catalog/chunk-store.js';
+import { repack } from '../chunks/repacker.js';
+import { chunkContext, workDir } from './chunk-context.js';
 
+/** Packs smaller than this are merged when an account has several; at most REPACK_MAX_BYTES of packs per account and pass. */
+const REPACK_SMALL_BYTES = 4 * 1024 * 1024;
+const REPACK_MAX_BYTES = 256 * 1024 * 1024;
 /** How many packs one sweep step handles before it reports (the workflow loops while there are more). */
 const BATCH = 200;
 
@@ -44,6 +52,34 @@ export function createGcActivities(deps: ActivityDeps) {
         await gc.forgetPack(db, pack.id);
         r.deleted++;
         r.deletedBytes += Number(pack.size_bytes);
+      }
+      return r;
+    },
+
+    /**
+     * Rewrites mostly-empty and small packs (a few per account and pass) so the sweep can free
+     * them; an account whose repack fails (a damaged chunk) is reported and left as it is.
+     */
+    async gcRepack(): Promise<{ packs: number; moved: number; failed: number }> {
+      const candidates = await gc.repackCandidates(db, { graceSeconds, smallBytes: REPACK_SMALL_BYTES, maxBytes: REPACK_MAX_BYTES });
+      const r = { packs: 0, moved: 0, failed: 0 };
+      if (candidates.size === 0) return r;
+      const { packs } = chunkContext(deps);
+      const spoolDir = path.join(workDir(deps), 'repack-spool');
+      await fs.mkdir(spoolDir, { recursive: true });
+      const signal = Context.current().cancellationSignal;
+      for (const [accountId, sources] of candidates) {
+        beat(r);
+        try {
+          const chunkKey = await accountChunkKey(db, accountId);
+          const done = await repack({ db, store, packs, accountId, chunkKey, sources, spoolDir, signal, beat: () => beat(r) });
+          r.packs += sources.length;
+          r.moved += done.moved;
+        } catch (err) {
+          if (signal.aborted) throw err;
+          r.failed++;
+          deps.log.warn({ accountId, packs: sources.map((p) => p.id), err: (err as Error).message }, 'repack failed; the packs stay as they are');
+        }
       }
       return r;
     },

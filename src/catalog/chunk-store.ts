@@ -39,6 +39,15 @@ export interface StoredChunk {
 
 const hexArray = (ids: readonly string[]) => sql`${`{${ids.join(',')}}`}::text[]`;
 
+/**
+ * The ids asked for as a relation `w(hash)`, and (joined laterally) the chunk row of each: one
+ * probe of the (account_id, hash) index per id, whatever the table's statistics say. Written as
+ * `hash in (subquery)`, a fresh table's stale statistics made the planner filter every chunk of the
+ * account against the list instead (200 ms for 256 ids at 5000 chunks, per batch of a restore).
+ */
+const wanted = (ids: readonly string[]) => sql`(select distinct decode(x, 'hex') as hash from unnest(${hexArray(ids)}) as x) as w`;
+const chunkOf = (accountId: string) => sql`(select * from chunks c0 where c0.account_id = ${accountId} and c0.hash = w.hash) as c`;
+
 /** The account's chunk key (32 bytes), made the first time it is asked for. */
 export async function accountChunkKey(db: CatalogDb, accountId: string): Promise<Buffer> {
   await db
@@ -62,9 +71,9 @@ export async function referenceStoredChunks(db: CatalogDb, accountId: string, sn
   if (ids.length === 0) return new Set();
   const res = await sql<{ h: string }>`
     with found as (
-      select c.id, c.hash from chunks c join packs p on p.id = c.pack_id
-      where c.account_id = ${accountId} and p.state = 'live'
-        and c.hash in (select decode(x, 'hex') from unnest(${hexArray(ids)}) as x)
+      select c.id, c.hash from ${wanted(ids)} cross join lateral ${chunkOf(accountId)}
+        join packs p on p.id = c.pack_id
+      where p.state = 'live'
     ), refs as (
       insert into snapshot_chunks (snapshot_id, chunk_id) select ${snapshotId}, id from found on conflict do nothing
     )
@@ -112,8 +121,7 @@ export async function commitPack(
       if (c.snapshotId) {
         await sql`
           insert into snapshot_chunks (snapshot_id, chunk_id)
-          select ${c.snapshotId}, id from chunks
-          where account_id = ${c.accountId} and hash in (select decode(x, 'hex') from unnest(${hexArray(part.map((x) => x.id))}) as x)
+          select ${c.snapshotId}, c.id from ${wanted(part.map((x) => x.id))} cross join lateral ${chunkOf(c.accountId)}
           on conflict do nothing`.execute(tx);
       }
     }
@@ -131,9 +139,9 @@ export async function chunkLocations(db: CatalogDb, accountId: string, ids: read
   for (let i = 0; i < ids.length; i += 5000) {
     const res = await sql<{ h: string; pack_id: string; object_key: string; frame_offset: string; frame_length: number; frame_raw_length: number; chunk_offset: number; raw_length: number }>`
       select encode(c.hash, 'hex') as h, c.pack_id, p.object_key, c.frame_offset, c.frame_length, c.frame_raw_length, c.chunk_offset, c.raw_length
-      from chunks c join packs p on p.id = c.pack_id
-      where c.account_id = ${accountId} and p.state in ('live', 'condemned')
-        and c.hash in (select decode(x, 'hex') from unnest(${hexArray(ids.slice(i, i + 5000))}) as x)`.execute(db);
+      from ${wanted(ids.slice(i, i + 5000))} cross join lateral ${chunkOf(accountId)}
+        join packs p on p.id = c.pack_id
+      where p.state in ('live', 'condemned')`.execute(db);
     for (const r of res.rows) {
       out.set(r.h, {
         packId: r.pack_id,

@@ -120,3 +120,105 @@ export async function packStates(db: CatalogDb, ids: string[]): Promise<Map<stri
   }
   return out;
 }
+
+/** A chunk a repack keeps: where it is now. */
+export interface RepackChunk {
+  rowId: string;
+  hash: string;
+  packId: string;
+  frameOffset: number;
+  frameLength: number;
+  frameRawLength: number;
+  chunkOffset: number;
+  rawLength: number;
+}
+
+/**
+ * Packs worth rewriting, per account: live ones that fewer than half of their chunks are still
+ * referenced in, and small ones (under `smallBytes`) when the account has several; written more
+ * than `graceSeconds` ago and not by a snapshot still pending. At most `maxBytes` per account.
+ */
+export async function repackCandidates(db: CatalogDb, o: { graceSeconds: number; smallBytes: number; maxBytes: number }): Promise<Map<string, PackRow[]>> {
+  const rows = await sql<PackRow & { referenced: string }>`
+    select p.*, (select count(distinct c.id) from chunks c join snapshot_chunks r on r.chunk_id = c.id where c.pack_id = p.id) as referenced
+    from packs p
+    where p.state = 'live' and p.chunk_count > 0
+      and p.updated_at < now() - make_interval(secs => ${o.graceSeconds})
+      and not exists (select 1 from snapshots w where w.id = p.writer_snapshot_id and w.state = 'pending')
+    order by p.account_id, p.created_at`.execute(db);
+  const out = new Map<string, PackRow[]>();
+  const small = new Map<string, PackRow[]>();
+  const bytes = new Map<string, number>();
+  const take = (p: PackRow) => {
+    const used = bytes.get(p.account_id) ?? 0;
+    if (used + Number(p.size_bytes) > o.maxBytes && used > 0) return;
+    bytes.set(p.account_id, used + Number(p.size_bytes));
+    out.set(p.account_id, [...(out.get(p.account_id) ?? []), p]);
+  };
+  for (const r of rows.rows) {
+    const { referenced, ...pack } = r;
+    if (Number(referenced) * 2 < pack.chunk_count) take(pack);
+    else if (Number(pack.size_bytes) < o.smallBytes) small.set(pack.account_id, [...(small.get(pack.account_id) ?? []), pack]);
+  }
+  for (const packs of small.values()) if (packs.length >= 2) for (const p of packs) take(p);
+  return out;
+}
+
+/** The referenced chunks of these packs, in pack and frame order (what a repack copies). */
+export async function referencedChunksOf(db: CatalogDb, packIds: string[]): Promise<RepackChunk[]> {
+  if (packIds.length === 0) return [];
+  const res = await sql<{ id: string; h: string; pack_id: string; frame_offset: string; frame_length: number; frame_raw_length: number; chunk_offset: number; raw_length: number }>`
+    select c.id, encode(c.hash, 'hex') as h, c.pack_id, c.frame_offset, c.frame_length, c.frame_raw_length, c.chunk_offset, c.raw_length
+    from chunks c
+    where c.pack_id in (${sql.join(packIds)}) and exists (select 1 from snapshot_chunks r where r.chunk_id = c.id)
+    order by c.pack_id, c.frame_offset, c.chunk_offset`.execute(db);
+  return res.rows.map((r) => ({
+    rowId: String(r.id),
+    hash: r.h,
+    packId: r.pack_id,
+    frameOffset: Number(r.frame_offset),
+    frameLength: r.frame_length,
+    frameRawLength: r.frame_raw_length,
+    chunkOffset: r.chunk_offset,
+    rawLength: r.raw_length,
+  }));
+}
+
+/**
+ * The repack's commit, in one transaction: the copied chunks point at the new pack (each only if
+ * it is still where it was copied from), the new pack is live and the old ones are condemned. A
+ * chunk that became referenced after the copy began stays in its old pack, which the sweep then
+ * finds referenced and brings back to live.
+ */
+export async function commitRepack(
+  db: CatalogDb,
+  c: { packId: string; sizeBytes: number; sources: string[]; moved: (RepackChunk & { newFrameOffset: number; newFrameLength: number; newFrameRawLength: number; newChunkOffset: number })[] },
+): Promise<void> {
+  await db.transaction().execute(async (tx) => {
+    const pack = await tx.selectFrom('packs').select('state').where('id', '=', c.packId).forUpdate().executeTakeFirst();
+    if (pack?.state !== 'writing') throw new Error(`repack ${c.packId} is ${pack?.state ?? 'gone'}, not being written`);
+    for (let i = 0; i < c.moved.length; i += 5000) {
+      const part = c.moved.slice(i, i + 5000);
+      const col = (f: (m: (typeof part)[number]) => string | number) => sql`${`{${part.map(f).join(',')}}`}`;
+      await sql`
+        update chunks c set pack_id = ${c.packId}, frame_offset = t.fo, frame_length = t.fl, frame_raw_length = t.frl, chunk_offset = t.co
+        from unnest(${col((m) => m.rowId)}::bigint[], ${col((m) => m.packId)}::text[], ${col((m) => m.newFrameOffset)}::bigint[],
+                    ${col((m) => m.newFrameLength)}::int[], ${col((m) => m.newFrameRawLength)}::int[], ${col((m) => m.newChunkOffset)}::int[])
+          as t(id, old_pack, fo, fl, frl, co)
+        where c.id = t.id and c.pack_id = t.old_pack`.execute(tx);
+    }
+    await tx
+      .updateTable('packs')
+      .set({ state: 'live', size_bytes: c.sizeBytes, chunk_count: c.moved.length, updated_at: sql`now()` })
+      .where('id', '=', c.packId)
+      .execute();
+    if (c.sources.length) {
+      await tx
+        .updateTable('packs')
+        .set({ state: 'condemned', condemned_at: sql`now()`, updated_at: sql`now()` })
+        .where('id', 'in', c.sources)
+        .where('state', '=', 'live')
+        .execute();
+    }
+  });
+}

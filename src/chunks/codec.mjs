@@ -111,7 +111,8 @@ export function compressFrame(raw) {
  * hostile frame cannot make it allocate more (and the frame's own checksum is checked by zstd).
  */
 export function decompressFrame(frame, rawLength) {
-  const out = zlib.zstdDecompressSync(frame, { maxOutputLength: Math.max(rawLength, 1) });
+  // One output buffer of the recorded size: the default 16 KiB pieces, concatenated, cost more than the decompression.
+  const out = zlib.zstdDecompressSync(frame, { maxOutputLength: Math.max(rawLength, 1), chunkSize: Math.max(rawLength, 64) });
   if (out.length !== rawLength) throw new Error(`frame decompressed to ${out.length} bytes, the index records ${rawLength}`);
   return out;
 }

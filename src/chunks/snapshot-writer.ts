@@ -178,6 +178,15 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
         for (const c of chunks) stats.bytesRead += c.length;
         await o.onBytes?.(chunks.reduce((s, c) => s + c.length, 0));
         const { keep, ids } = await decide(chunks);
+        if (!keep.includes(1)) {
+          // Nothing new: the worker moves on (or frees the scan) without a pack being opened for it.
+          ch.send({ op: 'store', keep, fd: -1, offset: 0 });
+          await ch.next();
+          onPart(chunks, ids);
+          check();
+          if (scanned.done) break;
+          continue;
+        }
         await packs.withPack(ch.worker, async (pack) => {
           ch.send({ op: 'store', keep, fd: pack.fd, offset: pack.end });
           const stored = await ch.next();

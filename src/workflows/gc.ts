@@ -16,20 +16,26 @@ export interface GcResult {
   deleted: number;
   deletedBytes: number;
   resurrected: number;
+  repacked: number;
+  repackFailures: number;
   staleWritesRemoved: number;
   orphansRemoved: number;
 }
 
 /**
  * One pass of the chunk store's garbage collector, started by a Temporal Schedule (overlaps
- * skipped, so passes never run side by side): mark (condemn live packs nothing references), sweep
+ * skipped, so passes never run side by side): mark (condemn live packs nothing references), repack
+ * (copy what is still referenced out of mostly-empty and small packs, which are condemned), sweep
  * (delete condemned packs whose grace is over, after a last check under each pack's lock), then the
  * leftovers of writers that crashed or failed, and pack objects without a row. Nothing here locks
  * out snapshots: they go on while it runs, and what they reference meanwhile is kept.
  */
 export async function gcWorkflow(): Promise<GcResult> {
-  const r: GcResult = { refsDropped: 0, condemned: 0, deleted: 0, deletedBytes: 0, resurrected: 0, staleWritesRemoved: 0, orphansRemoved: 0 };
+  const r: GcResult = { refsDropped: 0, condemned: 0, deleted: 0, deletedBytes: 0, resurrected: 0, repacked: 0, repackFailures: 0, staleWritesRemoved: 0, orphansRemoved: 0 };
   Object.assign(r, await steps.gcMark());
+  const repacked = await steps.gcRepack();
+  r.repacked = repacked.packs;
+  r.repackFailures = repacked.failed;
   for (let i = 0; i < MAX_ROUNDS; i++) {
     const s = await steps.gcSweep();
     r.deleted += s.deleted;
