@@ -117,6 +117,24 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     expect(describeFullTree(restored)).toEqual(describeFullTree(tree));
   });
 
+  it('a tree larger than the writer\'s window of pending entries, changed at its start, is recorded and rebuilt', async () => {
+    const tree = fs.mkdtempSync(path.join(work, 'tree-'));
+    // More entries than MAX_PENDING_ENTRIES (8192), so the walk waits for the oldest one to be stored.
+    for (let d = 0; d < 10; d++) {
+      fs.mkdirSync(path.join(tree, `d${d}`));
+      for (let i = 0; i < 900; i++) fs.writeFileSync(path.join(tree, `d${d}`, `f${i}`), `${d}/${i}\n`);
+    }
+    await new Promise((r) => setTimeout(r, 1100));
+    const first = await snapshot(tree);
+    fs.writeFileSync(path.join(tree, 'd0', 'f0'), 'changed\n');
+    const second = await snapshot(tree, { snapshotId: first.snapshotId, key: first.key, sha256: first.sha256 });
+    expect(second.entries).toBe(9010);
+    expect(second.filesRead).toBe(1);
+    expect(second.filesReused).toBe(8999);
+    const restored = await restore(second.key, second.sha256);
+    expect(describeFullTree(restored)).toEqual(describeFullTree(tree));
+  });
+
   it('refuses a chunk whose bytes do not match its id; a damaged local copy of a remote pack is fetched again', async () => {
     const tree = fs.mkdtempSync(path.join(work, 'tree-'));
     fs.writeFileSync(path.join(tree, 'only.txt'), 'unique content of the damaged snapshot\n');

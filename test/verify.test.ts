@@ -94,6 +94,47 @@ describe.each(['fs', 's3'] as const)('caged verify on the %s store', (storeKind)
     expect(await verify({ deep: true })).toEqual([]);
   });
 
+  it("the chunk store: a pack gone from the store is pack_object_missing, a shorter one pack_object_size, altered bytes pack_chunk_damaged with --deep only, a reference to an unindexed chunk snapshot_chunk_missing", async () => {
+    const pack = await stack.db
+      .selectFrom('snapshot_chunks as r')
+      .innerJoin('chunks as c', 'c.id', 'r.chunk_id')
+      .innerJoin('packs as p', 'p.id', 'c.pack_id')
+      .select(['p.id', 'p.object_key'])
+      .where('r.snapshot_id', '=', snapshotId)
+      .executeTakeFirstOrThrow();
+    const original = await readAll(await stack.store.get(pack.object_key));
+    try {
+      await stack.store.delete(pack.object_key);
+      const missing = await verify({ repair: true });
+      expect(pairs(missing)).toEqual([['pack_object_missing', pack.id]]);
+      expect(missing[0]).toMatchObject({ repairable: false });
+
+      await stack.store.put(pack.object_key, Readable.from([original.subarray(0, original.length - 100)]));
+      expect(pairs(await verify())).toEqual([['pack_object_size', pack.id]]);
+
+      // One byte inside the first frame: same size, so only reading the chunks finds it.
+      const altered = Buffer.from(original);
+      altered[40] = altered[40]! ^ 0xff;
+      await stack.store.put(pack.object_key, Readable.from([altered]));
+      expect(await verify()).toEqual([]);
+      const deep = await verify({ deep: true });
+      expect(pairs(deep)).toEqual([['pack_chunk_damaged', pack.id]]);
+      expect(deep[0]!.detail).toMatch(/indexed chunks are damaged/);
+    } finally {
+      await stack.store.put(pack.object_key, Readable.from([original]));
+    }
+    expect(await verify({ deep: true })).toEqual([]);
+
+    // The index lost the pack (as a collector bug would): the snapshot is named.
+    await stack.db.updateTable('packs').set({ state: 'deleted' }).where('id', '=', pack.id).execute();
+    try {
+      expect(pairs(await verify())).toEqual([['snapshot_chunk_missing', snapshotId]]);
+    } finally {
+      await stack.db.updateTable('packs').set({ state: 'live' }).where('id', '=', pack.id).execute();
+    }
+    expect(await verify()).toEqual([]);
+  });
+
   it('an object no live row owns is orphan_object past the grace period; --repair deletes it', async () => {
     // Each family, in the current layout and in the one of earlier versions.
     const keys = [

@@ -304,10 +304,17 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
       if (++n % TICK_ENTRIES === 0) {
         await yieldToLoop();
         while (slots.length > MAX_PENDING_ENTRIES) {
-          await dispatchBatch();
+          // Reuse first: a file whose parent's chunks are gone joins the batch of files to read.
           await dispatchReuse();
-          await Promise.race([...running, flushing]);
+          await dispatchBatch();
+          // Wait for the work the oldest entry waits for. Racing an already settled `flushing` as
+          // well spun here without ever yielding, so no worker's answer arrived (and every race
+          // added a reaction to the running tasks until the heap ran out: 1% of 20,000 files changed).
+          if (running.size) await Promise.race(running);
+          else await flushing;
+          await yieldToLoop();
           throwIfFailed();
+          if (!running.size && slots.length > MAX_PENDING_ENTRIES && !slots[0]!.ready) throw new Error(`snapshot writer stalled at ${slots[0]!.entry.path.toString()}`);
         }
       }
       throwIfFailed();

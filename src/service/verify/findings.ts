@@ -5,6 +5,10 @@ export const CHECKS = [
   'snapshot_object_missing',
   'snapshot_object_size',
   'snapshot_object_sha256',
+  'snapshot_chunk_missing',
+  'pack_object_missing',
+  'pack_object_size',
+  'pack_chunk_damaged',
   'orphan_object',
   'orphan_upload',
   'unknown_object',
@@ -29,7 +33,7 @@ export interface Finding {
 }
 
 export interface VerifyOptions {
-  /** Read every ready snapshot's object and compare its sha256 with the catalog. */
+  /** Read every ready snapshot's object and compare its sha256 with the catalog, and check every chunk of every live pack. */
   deep?: boolean;
   /** Fix the repairable findings. */
   repair?: boolean;

@@ -1,5 +1,6 @@
 import type { AppContext } from '../context.js';
 import { checkSnapshotObjects } from './snapshot-objects.js';
+import { checkChunkStore } from './chunk-store.js';
 import { checkOrphans } from './orphans.js';
 import { checkPendingSnapshots, checkRunningOperations } from './operations.js';
 import { checkStoppedSandboxes } from './sandboxes.js';
@@ -13,7 +14,7 @@ export { CHECKS, DEFAULT_GRACE_SECONDS, type CheckName, type Finding, type Verif
  * In this order: the catalog's own rows first (a pending snapshot marked failed by the repair is
  * then judged as failed), the store against the catalog after them.
  */
-const ALL: Check[] = [checkRunningOperations, checkPendingSnapshots, checkStuckDeletions, checkStoppedSandboxes, checkLimits, checkSnapshotObjects, checkOrphans];
+const ALL: Check[] = [checkRunningOperations, checkPendingSnapshots, checkStuckDeletions, checkStoppedSandboxes, checkLimits, checkSnapshotObjects, checkChunkStore, checkOrphans];
 
 /**
  * The consistency check, modelled on `restic check`: every finding of every check, and with
