@@ -11,7 +11,7 @@ const OPERATION_WORKFLOWS = Object.values(OPERATIONS).map((d) => d.workflow.name
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
 const HISTORIES = path.join(import.meta.dirname, 'histories');
-const HISTORY_COUNT = 23;
+const HISTORY_COUNT = 24;
 
 interface PatchMarker {
   id: string;

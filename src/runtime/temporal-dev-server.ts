@@ -13,6 +13,8 @@ export interface DevServerOptions {
   headless?: boolean;
   namespace?: string;
   logFile?: string;
+  /** More `--dynamic-config-value KEY=VALUE` settings (tests lower history limits with them). */
+  dynamicConfig?: string[];
 }
 
 export interface DevServer {
@@ -37,6 +39,7 @@ export async function startTemporalDevServer(opts: DevServerOptions): Promise<De
   for (const name of Object.values(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=Keyword`);
   // Lets the sandbox workflow take Updates-with-Start and keeps history small in tests.
   args.push('--dynamic-config-value', 'frontend.enableUpdateWorkflowExecution=true');
+  for (const v of opts.dynamicConfig ?? []) args.push('--dynamic-config-value', v);
   // Something already listening there would be taken for this server, which then exits at once.
   if (await portInUse('127.0.0.1', opts.port)) {
     throw new Error(`port ${opts.port} is already in use (a Temporal dev server left behind by a caged dev that was killed?); stop it or set CAGED_TEMPORAL_PORT`);
