@@ -73,7 +73,8 @@ describe('the sandbox workflow continues as new when its history grows', () => {
     expect(await handle.query(sandboxStatusQuery)).toEqual({ queued: [], paused: true });
     const resumed = await api.call('POST', `/v1/sandboxes/${id}/resume`);
     expect(resumed.status).toBe(200);
-    expect(await handle.query(sandboxStatusQuery)).toMatchObject({ paused: false });
+    // The resume answers once its operation is recorded; the workflow takes it in a moment later.
+    await waitFor(async () => !(await handle.query(sandboxStatusQuery)).paused, 10_000, 'the new run to take the resume');
     fs.writeFileSync(path.join(root, 'kept.txt'), 'changed after\n');
     const restore = await api.call('POST', `/v1/snapshots/${snapshots[0]}/restore`, {});
     expect(restore.status).toBe(202);
