@@ -33,7 +33,8 @@ describe.each(['fs', 's3'] as const)('garbage collection on the %s store', (kind
   afterAll(async () => stack?.close());
 
   const gcPass = () =>
-    stack.client.workflow.execute('gcWorkflow', { taskQueue: stack.config.temporal.taskQueue, workflowId: `gc-test-${randomSuffix(8)}`, args: [] }) as Promise<GcResult>;
+    // Scoped to this file's account: other test files share the database (their packs are in their own stores).
+    stack.client.workflow.execute('gcWorkflow', { taskQueue: stack.config.temporal.taskQueue, workflowId: `gc-test-${randomSuffix(8)}`, args: [{ accountIds: [accountId] }] }) as Promise<GcResult>;
   const packsOf = (snapshotId: string) => stack.db.selectFrom('packs').selectAll().where('writer_snapshot_id', '=', snapshotId).execute();
   const stateOf = async (packId: string) => (await stack.db.selectFrom('packs').select('state').where('id', '=', packId).executeTakeFirstOrThrow()).state;
 

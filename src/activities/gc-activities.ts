@@ -33,14 +33,14 @@ export function createGcActivities(deps: ActivityDeps) {
   const beat = (details: unknown) => Context.current().heartbeat(details);
 
   return {
-    async gcMark(): Promise<{ refsDropped: number; condemned: number }> {
-      const refsDropped = await gc.dropDeadRefs(db);
-      const condemned = await gc.condemnUnreferenced(db);
+    async gcMark(scope: gc.GcScope = {}): Promise<{ refsDropped: number; condemned: number }> {
+      const refsDropped = await gc.dropDeadRefs(db, scope);
+      const condemned = await gc.condemnUnreferenced(db, scope);
       return { refsDropped, condemned };
     },
 
-    async gcSweep(): Promise<SweepResult> {
-      const due = await gc.dueCondemned(db, graceSeconds, BATCH);
+    async gcSweep(scope: gc.GcScope = {}): Promise<SweepResult> {
+      const due = await gc.dueCondemned(db, graceSeconds, BATCH, scope);
       const r: SweepResult = { deleted: 0, deletedBytes: 0, resurrected: 0, more: due.length === BATCH };
       for (const pack of due) {
         beat(r);
@@ -60,8 +60,8 @@ export function createGcActivities(deps: ActivityDeps) {
      * Rewrites mostly-empty and small packs (a few per account and pass) so the sweep can free
      * them; an account whose repack fails (a damaged chunk) is reported and left as it is.
      */
-    async gcRepack(): Promise<{ packs: number; moved: number; failed: number }> {
-      const candidates = await gc.repackCandidates(db, { graceSeconds, smallBytes: REPACK_SMALL_BYTES, maxBytes: REPACK_MAX_BYTES });
+    async gcRepack(scope: gc.GcScope = {}): Promise<{ packs: number; moved: number; failed: number }> {
+      const candidates = await gc.repackCandidates(db, { graceSeconds, smallBytes: REPACK_SMALL_BYTES, maxBytes: REPACK_MAX_BYTES }, scope);
       const r = { packs: 0, moved: 0, failed: 0 };
       if (candidates.size === 0) return r;
       const { packs } = chunkContext(deps);
@@ -85,8 +85,8 @@ export function createGcActivities(deps: ActivityDeps) {
     },
 
     /** Packs a crashed or failed writer left behind (their rows are its lease; it can no longer commit them). */
-    async gcRemoveStaleWrites(): Promise<{ removed: number; more: boolean }> {
-      const stale = await gc.staleWrites(db, graceSeconds, BATCH);
+    async gcRemoveStaleWrites(scope: gc.GcScope = {}): Promise<{ removed: number; more: boolean }> {
+      const stale = await gc.staleWrites(db, graceSeconds, BATCH, scope);
       for (const pack of stale) {
         beat({ pack: pack.id });
         await store.abortIncomplete(pack.object_key);
@@ -97,7 +97,7 @@ export function createGcActivities(deps: ActivityDeps) {
     },
 
     /** Pack objects without a row, or whose row is deleted, older than the grace (a row is always written before its object). */
-    async gcRemoveOrphanPacks(): Promise<{ removed: number }> {
+    async gcRemoveOrphanPacks(scope: gc.GcScope = {}): Promise<{ removed: number }> {
       const cutoff = Date.now() - graceSeconds * 1000;
       let removed = 0;
       let page: { key: string; id: string }[] = [];
@@ -115,6 +115,7 @@ export function createGcActivities(deps: ActivityDeps) {
       for await (const obj of store.list(layout.packsRoot)) {
         const c = classifyKey(obj.key);
         if (c?.family !== 'pack' || !c.packId) continue;
+        if (scope.accountIds && !scope.accountIds.includes(c.accountId!)) continue;
         const at = await modifiedAt(store, obj);
         if (!at || at.getTime() > cutoff) continue;
         page.push({ key: obj.key, id: c.packId });

@@ -1,6 +1,17 @@
-import { sql } from 'kysely';
+import { sql, type SqlBool } from 'kysely';
 import type { CatalogDb } from './db.js';
 import type { PackRow } from './schema.js';
+
+/** The accounts a pass looks at; all when absent (tests that share one database scope their own). */
+export interface GcScope {
+  accountIds?: string[];
+}
+
+/** `col in (accounts)`, or true for an unscoped pass. */
+const inScope = (col: string, scope: GcScope) => (scope.accountIds ? sql<SqlBool>`${sql.ref(col)} in (${sql.join(scope.accountIds)})` : sql<SqlBool>`true`);
+
+/** How long ago `graceSeconds` was, as SQL. */
+const graceAgo = (graceSeconds: number) => sql<Date>`now() - make_interval(secs => ${graceSeconds})`;
 
 /**
  * The collector's catalog side (mark and sweep over the chunk index, see chunk-store.ts for the
@@ -9,10 +20,10 @@ import type { PackRow } from './schema.js';
  */
 
 /** References a failed or deleted snapshot still has (an attempt that outlived its operation may add some): they keep nothing alive. */
-export async function dropDeadRefs(db: CatalogDb): Promise<number> {
+export async function dropDeadRefs(db: CatalogDb, scope: GcScope = {}): Promise<number> {
   const res = await sql`
     delete from snapshot_chunks r using snapshots s
-    where s.id = r.snapshot_id and s.state in ('failed', 'deleted')`.execute(db);
+    where s.id = r.snapshot_id and s.state in ('failed', 'deleted') and ${inScope('s.account_id', scope)}`.execute(db);
   return Number(res.numAffectedRows ?? 0);
 }
 
@@ -21,10 +32,10 @@ export async function dropDeadRefs(db: CatalogDb): Promise<number> {
  * committed concurrently is found when the pack's deletion is due (sweepCondemned re-checks under
  * the pack's lock and brings it back to live).
  */
-export async function condemnUnreferenced(db: CatalogDb): Promise<number> {
+export async function condemnUnreferenced(db: CatalogDb, scope: GcScope = {}): Promise<number> {
   const res = await sql`
     update packs p set state = 'condemned', condemned_at = now(), updated_at = now()
-    where p.state = 'live'
+    where p.state = 'live' and ${inScope('p.account_id', scope)}
       and not exists (select 1 from chunks c join snapshot_chunks r on r.chunk_id = c.id where c.pack_id = p.id)`.execute(db);
   return Number(res.numAffectedRows ?? 0);
 }
@@ -35,12 +46,13 @@ export async function condemnUnreferenced(db: CatalogDb): Promise<number> {
  * hold a location in the pack it looked up earlier). The longest a pack waits is the operation
  * deadline; the shortest, the grace.
  */
-export async function dueCondemned(db: CatalogDb, graceSeconds: number, limit: number): Promise<PackRow[]> {
+export async function dueCondemned(db: CatalogDb, graceSeconds: number, limit: number, scope: GcScope = {}): Promise<PackRow[]> {
   return db
     .selectFrom('packs as p')
     .selectAll('p')
     .where('p.state', '=', 'condemned')
-    .where('p.condemned_at', '<', sql<Date>`now() - make_interval(secs => ${graceSeconds})`)
+    .where(inScope('p.account_id', scope))
+    .where('p.condemned_at', '<', graceAgo(graceSeconds))
     .where(({ not, exists, selectFrom }) =>
       not(
         exists(
@@ -87,12 +99,13 @@ export async function forgetPack(db: CatalogDb, packId: string): Promise<void> {
  * Packs left 'writing' by a writer that can no longer commit them (its snapshot is not pending:
  * commitPack refuses), untouched for `graceSeconds`; and the collector's own, after a day.
  */
-export async function staleWrites(db: CatalogDb, graceSeconds: number, limit: number): Promise<PackRow[]> {
+export async function staleWrites(db: CatalogDb, graceSeconds: number, limit: number, scope: GcScope = {}): Promise<PackRow[]> {
   return db
     .selectFrom('packs as p')
     .selectAll('p')
     .where('p.state', '=', 'writing')
-    .where('p.updated_at', '<', sql<Date>`now() - make_interval(secs => ${graceSeconds})`)
+    .where(inScope('p.account_id', scope))
+    .where('p.updated_at', '<', graceAgo(graceSeconds))
     .where((eb) =>
       eb.or([
         eb.and([
@@ -138,12 +151,12 @@ export interface RepackChunk {
  * referenced in, and small ones (under `smallBytes`) when the account has several; written more
  * than `graceSeconds` ago and not by a snapshot still pending. At most `maxBytes` per account.
  */
-export async function repackCandidates(db: CatalogDb, o: { graceSeconds: number; smallBytes: number; maxBytes: number }): Promise<Map<string, PackRow[]>> {
+export async function repackCandidates(db: CatalogDb, o: { graceSeconds: number; smallBytes: number; maxBytes: number }, scope: GcScope = {}): Promise<Map<string, PackRow[]>> {
   const rows = await sql<PackRow & { referenced: string }>`
     select p.*, (select count(distinct c.id) from chunks c join snapshot_chunks r on r.chunk_id = c.id where c.pack_id = p.id) as referenced
     from packs p
-    where p.state = 'live' and p.chunk_count > 0
-      and p.updated_at < now() - make_interval(secs => ${o.graceSeconds})
+    where p.state = 'live' and p.chunk_count > 0 and ${inScope('p.account_id', scope)}
+      and p.updated_at < ${graceAgo(o.graceSeconds)}
       and not exists (select 1 from snapshots w where w.id = p.writer_snapshot_id and w.state = 'pending')
     order by p.account_id, p.created_at`.execute(db);
   const out = new Map<string, PackRow[]>();

@@ -1,5 +1,6 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { GcActivities } from '../activities/index.js';
+import type { GcScope } from '../catalog/gc.js';
 
 /** One pass never runs unbounded: steps that find more come back at most this often per pass. */
 const MAX_ROUNDS = 50;
@@ -28,26 +29,27 @@ export interface GcResult {
  * (copy what is still referenced out of mostly-empty and small packs, which are condemned), sweep
  * (delete condemned packs whose grace is over, after a last check under each pack's lock), then the
  * leftovers of writers that crashed or failed, and pack objects without a row. Nothing here locks
- * out snapshots: they go on while it runs, and what they reference meanwhile is kept.
+ * out snapshots: they go on while it runs, and what they reference meanwhile is kept. The Schedule
+ * starts it unscoped (every account); `scope` confines a pass to some accounts.
  */
-export async function gcWorkflow(): Promise<GcResult> {
+export async function gcWorkflow(scope: GcScope = {}): Promise<GcResult> {
   const r: GcResult = { refsDropped: 0, condemned: 0, deleted: 0, deletedBytes: 0, resurrected: 0, repacked: 0, repackFailures: 0, staleWritesRemoved: 0, orphansRemoved: 0 };
-  Object.assign(r, await steps.gcMark());
-  const repacked = await steps.gcRepack();
+  Object.assign(r, await steps.gcMark(scope));
+  const repacked = await steps.gcRepack(scope);
   r.repacked = repacked.packs;
   r.repackFailures = repacked.failed;
   for (let i = 0; i < MAX_ROUNDS; i++) {
-    const s = await steps.gcSweep();
+    const s = await steps.gcSweep(scope);
     r.deleted += s.deleted;
     r.deletedBytes += s.deletedBytes;
     r.resurrected += s.resurrected;
     if (!s.more) break;
   }
   for (let i = 0; i < MAX_ROUNDS; i++) {
-    const s = await steps.gcRemoveStaleWrites();
+    const s = await steps.gcRemoveStaleWrites(scope);
     r.staleWritesRemoved += s.removed;
     if (!s.more) break;
   }
-  r.orphansRemoved = (await steps.gcRemoveOrphanPacks()).removed;
+  r.orphansRemoved = (await steps.gcRemoveOrphanPacks(scope)).removed;
   return r;
 }
