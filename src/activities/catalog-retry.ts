@@ -1,6 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isCatalogUnavailable } from '../catalog/unavailable.js';
 
+/** How long a data mover waits for an unreachable catalog before it gives up the attempt. */
+export const CATALOG_WAIT_MS = 5 * 60_000;
+
 /**
  * Runs a catalog read inside a long activity again while the catalog is unreachable, for up to
  * `totalMs`: a PostgreSQL restart then costs a data mover a wait, not one of its few attempts (each

@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from './deps.js';
 import type { ProgressSink } from './progress.js';
-import { whileCatalogUnavailable } from './catalog-retry.js';
+import { CATALOG_WAIT_MS, whileCatalogUnavailable } from './catalog-retry.js';
 import { createMeter, snapshotSizeCheck } from './stream-meter.js';
 import { chunkContext } from './chunk-context.js';
 import {
@@ -19,7 +19,6 @@ import { restoreTree } from '../chunks/tree-restorer.js';
 import { getSnapshot } from '../catalog/snapshots.js';
 import { CagedError } from '../shared/errors.js';
 
-const CATALOG_WAIT_MS = 5 * 60_000;
 
 export interface RecordTreeInput {
   operationId: string;
@@ -75,8 +74,7 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
       if (fetched.problem) deps.log.warn({ snapshotId: input.snapshotId, parentId: prepared.parent.snapshotId, problem: fetched.problem }, 'snapshot reads every file: its parent cannot be used');
       parent = fetched.parent;
     }
-    const snapshotLimit = snapshotSizeCheck(limits);
-    const accountLimit = snapshotSizeCheck({ ...limits, maxSnapshotBytes: Number.MAX_SAFE_INTEGER }, prepared.usedByOthers);
+    const sizeLimits = snapshotSizeCheck(limits, prepared.usedByOthers);
     await hooks.beforeRead?.();
     let uploaded = 0;
     const result = await writeSnapshot({
@@ -94,7 +92,7 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
       signal,
       putOptions: () => ({ ...progress.storeHooks, signal }),
       afterRead: hooks.afterRead,
-      onProgress: (p) => snapshotLimit(p.logicalBytes) ?? accountLimit(p.storedBytes),
+      onProgress: (p) => sizeLimits(p.logicalBytes, p.storedBytes),
       onBytes: (n) => progress.add(n),
       onUpload: faultHook
         ? async (n) => {

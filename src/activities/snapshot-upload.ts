@@ -7,7 +7,7 @@ import type { ActivityDeps } from './deps.js';
 import { packSnapshotToFile, type Tools } from '../archive/snapshot-format.js';
 import { accountUsage, setSnapshotProgress } from '../catalog/snapshots.js';
 import { progressReporter } from './progress.js';
-import { whileCatalogUnavailable } from './catalog-retry.js';
+import { CATALOG_WAIT_MS, whileCatalogUnavailable } from './catalog-retry.js';
 import type { LocalObjects, PutOptions } from '../storage/blob-store.js';
 import { followFile } from './file-follower.js';
 import { CagedError } from '../shared/errors.js';
@@ -21,8 +21,6 @@ const WRITE_CHUNK_BYTES = 1024 * 1024;
 /** Beside the sandbox's root (same filesystem, removed with the sandbox): where remote uploads spool. */
 const SPOOL_DIR = 'upload-spool';
 
-/** How long a data mover waits for an unreachable catalog before it gives up the attempt. */
-const CATALOG_WAIT_MS = 5 * 60_000;
 
 export interface UploadSnapshotInput {
   operationId: string;

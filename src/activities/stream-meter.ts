@@ -57,16 +57,20 @@ export function createMeter(o: MeterOptions = {}) {
   };
 }
 
-/** The size limits a snapshot must stay within while it is written; `usedByOthers` is the account's other bytes. */
+/**
+ * The size limits a snapshot must stay within while it is written; `usedByOthers` is the account's
+ * other bytes. `bytes` is the snapshot's size, `storedBytes` what it adds to the store (the same
+ * for an archive; a chunked snapshot stores only its new chunks).
+ */
 export function snapshotSizeCheck(limits: Limits, usedByOthers?: number) {
-  return (bytes: number): CagedError | undefined => {
+  return (bytes: number, storedBytes = bytes): CagedError | undefined => {
     if (bytes > limits.maxSnapshotBytes) {
       return new CagedError('limit_exceeded', `limit snapshot_bytes exceeded: the snapshot passed ${limits.maxSnapshotBytes} bytes`, {
         limit: 'snapshot_bytes',
         max: limits.maxSnapshotBytes,
       });
     }
-    if (usedByOthers !== undefined && usedByOthers + bytes > limits.maxAccountBytes) {
+    if (usedByOthers !== undefined && usedByOthers + storedBytes > limits.maxAccountBytes) {
       return new CagedError('limit_exceeded', `limit account_bytes exceeded: the account would store more than ${limits.maxAccountBytes} bytes`, {
         limit: 'account_bytes',
         max: limits.maxAccountBytes,

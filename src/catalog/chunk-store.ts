@@ -48,16 +48,21 @@ const hexArray = (ids: readonly string[]) => sql`${`{${ids.join(',')}}`}::text[]
 const wanted = (ids: readonly string[]) => sql`(select distinct decode(x, 'hex') as hash from unnest(${hexArray(ids)}) as x) as w`;
 const chunkOf = (accountId: string) => sql`(select * from chunks c0 where c0.account_id = ${accountId} and c0.hash = w.hash) as c`;
 
-/** The account's chunk key (32 bytes), made the first time it is asked for. */
+/** The account's chunk key (32 bytes), made the first time it is asked for (reads, such as restores, write nothing after that). */
 export async function accountChunkKey(db: CatalogDb, accountId: string): Promise<Buffer> {
-  await db
-    .updateTable('accounts')
-    .set({ chunk_key: sql`decode(${randomBytes(32).toString('hex')}, 'hex')` })
-    .where('id', '=', accountId)
-    .where('chunk_key', 'is', null)
-    .execute();
-  const row = await sql<{ key: string | null }>`select encode(chunk_key, 'hex') as key from accounts where id = ${accountId}`.execute(db);
-  const key = row.rows[0]?.key;
+  const read = async () => (await sql<{ key: string | null }>`select encode(chunk_key, 'hex') as key from accounts where id = ${accountId}`.execute(db)).rows;
+  let rows = await read();
+  if (rows.length && !rows[0]!.key) {
+    // Two first callers at once: the condition keeps the first key, and both read it back.
+    await db
+      .updateTable('accounts')
+      .set({ chunk_key: sql`decode(${randomBytes(32).toString('hex')}, 'hex')` })
+      .where('id', '=', accountId)
+      .where('chunk_key', 'is', null)
+      .execute();
+    rows = await read();
+  }
+  const key = rows[0]?.key;
   if (!key) throw new CagedError('not_found', `account ${accountId} not found`);
   return Buffer.from(key, 'hex');
 }

@@ -23,8 +23,8 @@ import {
   SHARED_FRAME_BELOW,
   chunkId,
   compressFrame,
+  createChunkReader,
   createCutter,
-  decompressFrame,
   gearTable,
 } from './codec.mjs';
 
@@ -186,29 +186,17 @@ function store(m) {
 
 /** Writes restored files: every chunk is checked against its id before a byte of it is written. */
 function restore(m) {
-  const key = Buffer.from(m.key);
   const packs = new Map();
-  let cached = { at: '', raw: null };
   let bytes = 0;
-  const frameOf = (r) => {
-    const at = `${r.pack}:${r.frameOffset}`;
-    if (cached.at === at) return cached.raw;
-    let fd = packs.get(r.pack);
+  const chunkOf = createChunkReader(Buffer.from(m.key), (pack, offset, length) => {
+    let fd = packs.get(pack);
     if (fd === undefined) {
-      fd = fs.openSync(r.pack, 'r');
-      packs.set(r.pack, fd);
+      fd = fs.openSync(pack, 'r');
+      packs.set(pack, fd);
     }
-    const stored = Buffer.allocUnsafe(r.frameLength);
-    if (readFully(fd, stored, 0, r.frameLength, r.frameOffset) !== r.frameLength) throw mismatch(`pack ${r.pack} is shorter than the index says`);
-    let raw;
-    try {
-      raw = decompressFrame(stored, r.frameRawLength);
-    } catch (err) {
-      throw mismatch(`a frame of pack ${r.pack} does not decompress: ${err.message}`);
-    }
-    cached = { at, raw };
-    return raw;
-  };
+    const stored = Buffer.allocUnsafe(length);
+    return stored.subarray(0, readFully(fd, stored, 0, length, offset));
+  });
   try {
     for (const f of m.files) {
       const fd = fs.openSync(Buffer.from(f.path), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, f.mode & 0o777);
@@ -221,11 +209,7 @@ function restore(m) {
             position += r.hole;
             continue;
           }
-          const raw = frameOf(r);
-          const data = raw.subarray(r.chunkOffset, r.chunkOffset + r.length);
-          if (data.length !== r.length || !chunkId(key, data).equals(Buffer.from(r.id))) {
-            throw mismatch(`chunk ${Buffer.from(r.id).toString('hex')} of ${Buffer.from(f.path).toString()} does not match its id`);
-          }
+          const data = chunkOf(r.pack, r);
           fs.writeSync(fd, data, 0, data.length, position);
           position += data.length;
           bytes += data.length;
@@ -258,10 +242,6 @@ const UMASK = (() => {
     return undefined;
   }
 })();
-
-function mismatch(message) {
-  return Object.assign(new Error(message), { code: 'checksum_mismatch' });
-}
 
 parentPort.on('message', (m) => {
   try {

@@ -13,3 +13,13 @@ export declare function createCutter(gear: Int32Array): Cutter;
 export declare function chunkEnds(cut: Cutter, buf: Uint8Array): number[];
 export declare function compressFrame(raw: Uint8Array): Buffer;
 export declare function decompressFrame(frame: Uint8Array, rawLength: number): Buffer;
+export interface ChunkLocationInFrame {
+  frameOffset: number;
+  frameLength: number;
+  frameRawLength: number;
+  chunkOffset: number;
+  length: number;
+  id: Uint8Array;
+}
+export type ChunkReader = (pack: string, loc: ChunkLocationInFrame) => Buffer;
+export declare function createChunkReader(key: Buffer, readFrame: (pack: string, offset: number, length: number) => Buffer): ChunkReader;

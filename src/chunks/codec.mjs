@@ -116,3 +116,37 @@ export function decompressFrame(frame, rawLength) {
   if (out.length !== rawLength) throw new Error(`frame decompressed to ${out.length} bytes, the index records ${rawLength}`);
   return out;
 }
+
+/**
+ * Reads chunks out of packs where the index places them, each checked against its id before it is
+ * returned. The last frame read is kept: chunks that follow each other in a file mostly share one.
+ * `readFrame(pack, offset, length)` returns a frame's stored bytes (fewer when the pack is short).
+ * Every failure is an Error with code 'checksum_mismatch' that names the pack.
+ */
+export function createChunkReader(key, readFrame) {
+  let at = '';
+  let raw = null;
+  return (pack, loc) => {
+    const frameAt = `${pack}:${loc.frameOffset}`;
+    if (frameAt !== at) {
+      at = '';
+      const stored = readFrame(pack, loc.frameOffset, loc.frameLength);
+      if (stored.length !== loc.frameLength) throw damaged(`pack ${pack} is shorter than the index says`);
+      try {
+        raw = decompressFrame(stored, loc.frameRawLength);
+      } catch (err) {
+        throw damaged(`a frame of pack ${pack} does not decompress: ${err.message}`);
+      }
+      at = frameAt;
+    }
+    const data = raw.subarray(loc.chunkOffset, loc.chunkOffset + loc.length);
+    if (data.length !== loc.length || !chunkId(key, data).equals(Buffer.from(loc.id))) {
+      throw damaged(`chunk ${Buffer.from(loc.id).toString('hex')} in pack ${pack} does not match its id`);
+    }
+    return data;
+  };
+}
+
+function damaged(message) {
+  return Object.assign(new Error(message), { code: 'checksum_mismatch' });
+}

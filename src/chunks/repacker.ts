@@ -5,8 +5,7 @@ import { insertPack, markPackDeleted, newPackId } from '../catalog/chunk-store.j
 import { commitRepack, referencedChunksOf, type RepackChunk } from '../catalog/gc.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { layout } from '../storage/layout.js';
-import { CagedError } from '../shared/errors.js';
-import { chunkId, compressFrame, decompressFrame, FRAME_BYTES, SHARED_FRAME_BELOW } from './codec.mjs';
+import { compressFrame, createChunkReader, FRAME_BYTES, SHARED_FRAME_BELOW } from './codec.mjs';
 import { openOutput } from './object-output.js';
 import { encodeTrailer, type PackFrame } from './pack-format.js';
 import type { PackFiles } from './pack-files.js';
@@ -64,25 +63,20 @@ export async function repack(o: RepackOptions): Promise<{ moved: number; sizeByt
     pendingBytes = 0;
   };
   const opened = new Map<string, { file: string; fd: number; release(): void }>();
+  const chunkOf = createChunkReader(o.chunkKey, (packId, offset, length) => {
+    const stored = Buffer.allocUnsafe(length);
+    return stored.subarray(0, fs.readSync(opened.get(packId)!.fd, stored, 0, length, offset));
+  });
   try {
-    let frame: { at: string; raw: Buffer } | undefined;
     for (const c of chunks) {
       o.signal.throwIfAborted();
-      let src = opened.get(c.packId);
-      if (!src) {
+      if (!opened.has(c.packId)) {
         const f = await o.packs.open(keys.get(c.packId)!, { signal: o.signal });
-        src = { ...f, fd: fs.openSync(f.file, 'r') };
-        opened.set(c.packId, src);
+        opened.set(c.packId, { ...f, fd: fs.openSync(f.file, 'r') });
         o.beat?.();
       }
-      const at = `${c.packId}:${c.frameOffset}`;
-      if (frame?.at !== at) {
-        const stored = Buffer.allocUnsafe(c.frameLength);
-        if (fs.readSync(src.fd, stored, 0, c.frameLength, c.frameOffset) !== c.frameLength) throw damaged(c, 'its pack is shorter than the index says');
-        frame = { at, raw: decompressFrame(stored, c.frameRawLength) };
-      }
-      const data = Buffer.from(frame.raw.subarray(c.chunkOffset, c.chunkOffset + c.rawLength));
-      if (data.length !== c.rawLength || !chunkId(o.chunkKey, data).equals(Buffer.from(c.hash, 'hex'))) throw damaged(c, 'its bytes do not match its id');
+      // A copy: the reader reuses its frame for the next chunk.
+      const data = Buffer.from(chunkOf(c.packId, { ...c, length: c.rawLength, id: Buffer.from(c.hash, 'hex') }));
       if (data.length >= SHARED_FRAME_BELOW) {
         write(data, [{ c, at: 0 }]);
         continue;
@@ -108,9 +102,4 @@ export async function repack(o: RepackOptions): Promise<{ moved: number; sizeByt
       s.release();
     }
   }
-}
-
-/** A chunk a repack cannot copy: it is left where it is (its snapshots' restores will report it). */
-function damaged(c: RepackChunk, why: string): CagedError {
-  return new CagedError('checksum_mismatch', `chunk ${c.hash} in pack ${c.packId} cannot be repacked: ${why}`);
 }

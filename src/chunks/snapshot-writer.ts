@@ -16,6 +16,7 @@ import { PackWriter } from './pack-writer.js';
 import type { PackFrame } from './pack-format.js';
 import { absolutePath, walkTree, type WalkedEntry } from './tree-walk.js';
 import type { ChunkPool, TaskChannel } from './worker-pool.js';
+import { TaskLimiter } from './task-limiter.js';
 
 /** What a chunk worker's scan reports for one chunk. */
 type ScannedChunk = { file?: number; id?: Uint8Array; zero?: boolean; length: number };
@@ -141,15 +142,8 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
   };
 
   // ---- work in flight: at most two tasks per worker (one scanning while the other is stored)
-  const running = new Set<Promise<void>>();
-  const limit = o.pool.size * 2;
-  const launch = async (work: () => Promise<void>) => {
-    while (running.size >= limit) await Promise.race(running);
-    throwIfFailed();
-    const p = work().catch(fail);
-    running.add(p);
-    void p.finally(() => running.delete(p));
-  };
+  const tasks = new TaskLimiter(o.pool.size * 2, fail);
+  const launch = (work: () => Promise<void>) => tasks.run(work, throwIfFailed);
 
   /** Chooses which scanned chunks to store: not zero (a hole), not stored by the account, not already in this snapshot's packs. */
   async function decide(chunks: ScannedChunk[]): Promise<{ keep: Uint8Array; ids: (string | undefined)[] }> {
@@ -310,11 +304,11 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
           // Wait for the work the oldest entry waits for. Racing an already settled `flushing` as
           // well spun here without ever yielding, so no worker's answer arrived (and every race
           // added a reaction to the running tasks until the heap ran out: 1% of 20,000 files changed).
-          if (running.size) await Promise.race(running);
+          if (tasks.size) await tasks.next();
           else await flushing;
           await yieldToLoop();
           throwIfFailed();
-          if (!running.size && slots.length > MAX_PENDING_ENTRIES && !slots[0]!.ready) throw new Error(`snapshot writer stalled at ${slots[0]!.entry.path.toString()}`);
+          if (!tasks.size && slots.length > MAX_PENDING_ENTRIES && !slots[0]!.ready) throw new Error(`snapshot writer stalled at ${slots[0]!.entry.path.toString()}`);
         }
       }
       throwIfFailed();
@@ -336,7 +330,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
     }
     await dispatchReuse();
     await dispatchBatch();
-    while (running.size) await Promise.all([...running]);
+    await tasks.drain();
     throwIfFailed();
     await o.afterRead?.();
     flush();
@@ -360,7 +354,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
     };
   } catch (err) {
     fail(err);
-    await Promise.allSettled([...running]);
+    await tasks.drain();
     manifest.destroy();
     await manifestOut.discard().catch(() => {});
     await packs.abort();

@@ -9,6 +9,7 @@ import { readManifest, type ManifestEntry } from './manifest.js';
 import type { PackFiles } from './pack-files.js';
 import { absolutePath } from './tree-walk.js';
 import type { ChunkPool } from './worker-pool.js';
+import { TaskLimiter } from './task-limiter.js';
 
 /** Files (and their bytes) a worker writes in one task: big enough to amortise a catalog lookup. */
 const TASK_FILES = 256;
@@ -51,8 +52,8 @@ export async function restoreTree(o: RestoreTreeOptions): Promise<RestoreTreeRes
   const totals = { entries: 0, files: 0, bytes: 0 };
   const dirs: Attrs[] = [];
   const hardlinks: { path: Buffer; target: Buffer }[] = [];
-  const running = new Set<Promise<void>>();
   let failure: unknown;
+  const tasks = new TaskLimiter(o.pool.size, (err) => (failure ??= err));
   let batch: FileEntry[] = [];
   let batchBytes = 0;
 
@@ -61,18 +62,16 @@ export async function restoreTree(o: RestoreTreeOptions): Promise<RestoreTreeRes
     const files = batch;
     batch = [];
     batchBytes = 0;
-    while (running.size >= o.pool.size) await Promise.race(running);
-    if (failure) throw failure;
-    const p = writeFiles(o, files, chown)
-      .then(async (bytes) => {
+    await tasks.run(
+      async () => {
+        const bytes = await writeFiles(o, files, chown);
         totals.bytes += bytes;
         await o.onBytes?.(bytes);
-      })
-      .catch((err: unknown) => {
-        failure ??= err;
-      });
-    running.add(p);
-    void p.finally(() => running.delete(p));
+      },
+      () => {
+        if (failure) throw failure;
+      },
+    );
   };
 
   let root: Attrs | undefined;
@@ -112,7 +111,7 @@ export async function restoreTree(o: RestoreTreeOptions): Promise<RestoreTreeRes
       }
     }
     await dispatch();
-    while (running.size) await Promise.all([...running]);
+    await tasks.drain();
     if (failure) throw failure;
     for (const l of hardlinks) fs.linkSync(absolutePath(o.dest, l.target), l.path);
     for (let i = dirs.length - 1; i >= 0; i--) applyAttrs(absolutePath(o.dest, dirs[i]!.path), dirs[i]!, chown);
@@ -120,7 +119,7 @@ export async function restoreTree(o: RestoreTreeOptions): Promise<RestoreTreeRes
     return totals;
   } catch (err) {
     failure ??= err;
-    await Promise.allSettled([...running]);
+    await tasks.drain();
     throw failure;
   }
 }

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { accountChunkKey } from '../../catalog/chunk-store.js';
-import { chunkId, decompressFrame } from '../../chunks/codec.mjs';
+import { createChunkReader } from '../../chunks/codec.mjs';
 import { CagedError } from '../../shared/errors.js';
 import type { Check, Found } from './findings.js';
 
@@ -69,18 +69,15 @@ async function damagedChunks(run: Parameters<Check>[0], packId: string, key: str
   const rows = await sql<{ h: string; frame_offset: string; frame_length: number; frame_raw_length: number; chunk_offset: number; raw_length: number }>`
     select encode(hash, 'hex') as h, frame_offset, frame_length, frame_raw_length, chunk_offset, raw_length
     from chunks where pack_id = ${packId} order by frame_offset, chunk_offset`.execute(db);
-  let frame: { at: number; raw: Buffer } | undefined;
+  const chunkOf = createChunkReader(chunkKey, (_pack, offset, length) => bytes.subarray(offset, offset + length));
   let bad = 0;
   let first = '';
   for (const r of rows.rows) {
-    const at = Number(r.frame_offset);
     try {
-      if (frame?.at !== at) frame = { at, raw: decompressFrame(bytes.subarray(at, at + r.frame_length), r.frame_raw_length) };
-      const data = frame.raw.subarray(r.chunk_offset, r.chunk_offset + r.raw_length);
-      if (!chunkId(chunkKey, data).equals(Buffer.from(r.h, 'hex'))) throw new Error('its bytes do not match its id');
+      chunkOf(packId, { frameOffset: Number(r.frame_offset), frameLength: r.frame_length, frameRawLength: r.frame_raw_length, chunkOffset: r.chunk_offset, length: r.raw_length, id: Buffer.from(r.h, 'hex') });
     } catch (err) {
       bad++;
-      first ||= `chunk ${r.h} at offset ${at}: ${(err as Error).message}`;
+      first ||= (err as Error).message;
     }
   }
   return bad ? `pack ${packId}: ${bad} of its ${rows.rows.length} indexed chunks are damaged (first: ${first})` : undefined;
