@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { execFileSync } from 'node:child_process';
-import { temporalCliPath } from '../src/runtime/tools.js';
+import { historyJson } from '../src/replay/replay-histories.js';
 
 /**
  * Saves one closed history per workflow type from a running server (e.g. `caged dev` after using
@@ -18,11 +17,7 @@ fs.mkdirSync(outDir, { recursive: true });
 // Completed runs only: a deleted sandbox's workflow holds the fullest sandbox history.
 for await (const wf of client.workflow.list({ query: 'ExecutionStatus = "Completed"' })) {
   if (seen.has(wf.type)) continue;
-  // The CLI writes the same JSON an operator would export, which is what `npm run replay` reads.
-  const json = execFileSync(temporalCliPath(), ['workflow', 'show', '--address', address, '-w', wf.workflowId, '-r', wf.runId, '--output', 'json'], {
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  fs.writeFileSync(path.join(outDir, `${wf.type}.json`), json);
+  fs.writeFileSync(path.join(outDir, `${wf.type}.json`), historyJson(address, wf.workflowId, wf.runId));
   seen.add(wf.type);
   console.log(`${wf.type} <- ${wf.workflowId}`);
 }

@@ -85,6 +85,14 @@ describe('replay of recorded histories', () => {
     expect(restoreAfter).toContain('EVENT_TYPE_TIMER_STARTED');
   });
 
+  it('covers a sandbox workflow run that continued as new when Temporal suggested it', () => {
+    type Event = { eventType?: string; workflowTaskStartedEventAttributes?: { suggestContinueAsNew?: boolean } };
+    const { events } = JSON.parse(fs.readFileSync(historyOf('sandboxWorkflow', 'continue-as-new'), 'utf8')) as { events: Event[] };
+    // Replaying its last event checks that the current code still continues as new at that point.
+    expect(events.at(-1)?.eventType).toBe('EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW');
+    expect(events.some((e) => e.workflowTaskStartedEventAttributes?.suggestContinueAsNew)).toBe(true);
+  });
+
   it('a change that breaks running workflows is caught', async () => {
     const bundle = await bundleWorkflowCode({ workflowsPath: path.join(import.meta.dirname, 'support/nondeterministic-workflows.ts') });
     const [outcome] = await replayHistoryFiles([historyOf('createSnapshotWorkflow', 'object-layout')], bundle);

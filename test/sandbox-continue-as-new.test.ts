@@ -1,92 +1,158 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { startStack, type TestStack } from './support/stack.js';
-import { apiClient } from './support/http.js';
-import { waitFor } from './support/wait.js';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it, inject } from 'vitest';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { temporal } from '@temporalio/proto';
 import { startTemporalDevServer, type DevServer } from '../src/runtime/temporal-dev-server.js';
 import { freePort } from '../src/runtime/child-process.js';
-import { temporalCliPath } from '../src/runtime/tools.js';
-import { replayHistoryFiles } from '../src/replay/replay-histories.js';
-import { sandboxStatusQuery, sandboxWorkflowId } from '../src/shared/definitions.js';
+import { sandboxStatusQuery, sandboxWorkflowId, type SandboxWorkflowInput } from '../src/shared/definitions.js';
+import { startStack, type TestStack } from './support/stack.js';
+import { apiClient } from './support/http.js';
+import { faultRegistry } from './support/faults.js';
+import { historyJson } from '../src/replay/replay-histories.js';
+import { expectConsistent } from './support/verify.js';
+import { waitFor } from './support/wait.js';
 
 /**
- * The sandbox workflow's continue-as-new, for real: a Temporal dev server of its own that suggests
- * it after 40 events, so a few operations take the sandbox workflow through it. What it carries
- * (paused, the queue, the idle clock) must survive, and operations after it must run.
+ * The sandbox workflow continues as new once Temporal suggests it and its queue is empty. Its own
+ * dev server suggests that after 40 events (the default is thousands), so a handful of operations
+ * on one sandbox cross it. CAGED_RECORD_HISTORY=<file> saves the run that continued as new, for
+ * test/histories/ (the replay test).
  */
 const SUGGEST_AFTER_EVENTS = 40;
+const BURST = 6;
 
-describe('the sandbox workflow continues as new when its history grows', () => {
-  let server: DevServer;
-  let stack: TestStack;
-  let api: ReturnType<typeof apiClient>;
+const faults = faultRegistry();
+let server: DevServer;
+let stack: TestStack;
+let accountId: string;
+let api: ReturnType<typeof apiClient>;
 
-  beforeAll(async () => {
-    server = await startTemporalDevServer({
-      port: await freePort(),
-      headless: true,
-      logFile: path.join(inject('logDir'), 'temporal-continue-as-new.log'),
-      dynamicConfig: [`limit.historyCount.suggestContinueAsNew=${SUGGEST_AFTER_EVENTS}`],
-    });
-    stack = await startStack({ api: true, temporalAddress: server.address });
-    api = apiClient(stack.apiUrl!, (await stack.newAccount()).apiKey);
+beforeAll(async () => {
+  server = await startTemporalDevServer({
+    port: await freePort(),
+    headless: true,
+    logFile: path.join(inject('logDir'), 'temporal-continue-as-new.log'),
+    dynamicConfig: [`limit.historyCount.suggestContinueAsNew=${SUGGEST_AFTER_EVENTS}`],
   });
-  afterAll(async () => {
-    await stack?.close();
-    await server?.stop();
-  });
-
-  it('carries the paused state across runs, runs what comes after, and its history replays', { timeout: 180_000 }, async () => {
-    const id = await api.createSandbox({ idle_timeout_s: 0 });
-    const root = stack.runtime.rootDir(id);
-    fs.writeFileSync(path.join(root, 'kept.txt'), 'before the new run\n');
-    const handle = stack.client.workflow.getHandle(sandboxWorkflowId(id));
-    const firstRunId = (await handle.describe()).runId;
-
-    // Operations until the workflow has moved to a new run; the last one leaves the sandbox paused.
-    const snapshots: string[] = [];
-    let runId = firstRunId;
-    for (let i = 0; i < 12 && runId === firstRunId; i++) {
-      const snap = await api.snapshot(id, `s${i}`);
-      expect(snap.op.status).toBe('succeeded');
-      snapshots.push(snap.snapshotId);
-      const p = await api.call('POST', `/v1/sandboxes/${id}/pause`);
-      expect((await api.waitOp(p.body.operation.id)).status).toBe('succeeded');
-      // With its queue empty, a suggested continue-as-new happens at once; otherwise not at all.
-      const moved = await waitFor(async () => (runId = (await handle.describe()).runId) !== firstRunId, 3_000).then(
-        () => true,
-        () => false,
-      );
-      if (moved) break;
-      const r = await api.call('POST', `/v1/sandboxes/${id}/resume`);
-      expect(r.status).toBe(200);
-    }
-    expect(runId).not.toBe(firstRunId);
-    const first = await stack.client.workflow.getHandle(sandboxWorkflowId(id), firstRunId).describe();
-    expect(first.status.name).toBe('CONTINUED_AS_NEW');
-    expect((await handle.describe()).status.name).toBe('RUNNING');
-
-    // The new run knows the sandbox is paused, and takes operations.
-    expect(await handle.query(sandboxStatusQuery)).toEqual({ queued: [], paused: true });
-    const resumed = await api.call('POST', `/v1/sandboxes/${id}/resume`);
-    expect(resumed.status).toBe(200);
-    // The resume answers once its operation is recorded; the workflow takes it in a moment later.
-    await waitFor(async () => !(await handle.query(sandboxStatusQuery)).paused, 10_000, 'the new run to take the resume');
-    fs.writeFileSync(path.join(root, 'kept.txt'), 'changed after\n');
-    const restore = await api.call('POST', `/v1/snapshots/${snapshots[0]}/restore`, {});
-    expect(restore.status).toBe(202);
-    expect((await api.waitOp(restore.body.operation.id)).status).toBe('succeeded');
-    expect(fs.readFileSync(path.join(root, 'kept.txt'), 'utf8')).toBe('before the new run\n');
-
-    // The first run's history, which ends in the continue-as-new, replays on this code.
-    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'caged-can-')), 'sandboxWorkflow.continue-as-new.json');
-    fs.writeFileSync(file, execFileSync(temporalCliPath(), ['workflow', 'show', '--address', server.address, '-w', sandboxWorkflowId(id), '-r', firstRunId, '--output', 'json'], { maxBuffer: 64 * 1024 * 1024 }));
-    expect(fs.readFileSync(file, 'utf8')).toContain('workflowExecutionContinuedAsNewEventAttributes');
-    const outcomes = await replayHistoryFiles([file], { code: inject('workflowCode') });
-    expect(outcomes.filter((o) => o.error)).toEqual([]);
-    fs.copyFileSync(file, path.join(inject('logDir'), path.basename(file)));
-  });
+  stack = await startStack({ store: 'fs', catalog: 'postgres', api: true, temporalAddress: server.address, faultHook: faults.hook });
+  const account = await stack.newAccount('continue-as-new');
+  accountId = account.id;
+  api = apiClient(stack.apiUrl!, account.apiKey);
 });
+afterAll(async () => {
+  await stack?.close();
+  await server?.stop();
+});
+
+type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
+
+async function eventsOf(workflowId: string, runId: string): Promise<HistoryEvent[]> {
+  return (await stack.client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
+}
+
+const childrenStarted = (events: HistoryEvent[]) =>
+  events.flatMap((e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId ?? []);
+
+async function submitted(r: { status: number; body: any }): Promise<string> {
+  expect(r.status, JSON.stringify(r.body)).toBe(202);
+  return r.body.operation.id;
+}
+
+async function succeeded(opId: string): Promise<void> {
+  const op = await api.waitOp(opId);
+  expect(op.status, `${opId}: ${JSON.stringify(op.error)}`).toBe('succeeded');
+}
+
+const parentRunOf = async (opId: string) => (await stack.client.workflow.getHandle(opId).describe()).parentExecution?.runId;
+
+it('continues as new with its paused state and queue intact, and keeps running the sandbox', async () => {
+  // idle_timeout_s 0: no touch signals or idle timer, so the history holds the operations alone.
+  const id = await api.createSandbox({ idle_timeout_s: 0 });
+  const wfId = sandboxWorkflowId(id);
+  const entity = stack.client.workflow.getHandle(wfId);
+  const firstRun = (await entity.describe()).runId;
+  const before = randomBytes(64 * 1024);
+  const dataFile = () => fs.readFileSync(path.join(stack.runtime.rootDir(id), 'data.bin'));
+  const write = async (bytes: Buffer) => {
+    expect((await api.call('PUT', `/v1/sandboxes/${id}/files/data.bin`, new Uint8Array(bytes))).status).toBe(204);
+    expect(dataFile().equals(bytes)).toBe(true);
+  };
+  await write(before);
+  // A process, so that paused and resumed are states of the sandbox's processes too.
+  await api.exec(id, ['sleep', '600'], true);
+  expect(await stack.runtime.processState(id)).toBe('running');
+
+  // The pause comes first, well before the suggestion, so the run that continues is a paused sandbox's.
+  const pauseOp = await submitted(await api.call('POST', `/v1/sandboxes/${id}/pause`));
+  await succeeded(pauseOp);
+
+  // A burst queued behind a held snapshot: the suggestion arrives while operations wait in the queue.
+  const held = faults.hold(id, 'upload:progress');
+  const burst: string[] = [];
+  const burstSnapshots: string[] = [];
+  for (let i = 1; i <= BURST; i++) {
+    const r = await api.call('POST', `/v1/sandboxes/${id}/snapshots`, { name: `s${i}` });
+    burst.push(await submitted(r));
+    burstSnapshots.push(r.body.snapshot.id);
+  }
+  await held.wasReached;
+  await waitFor(async () => (await entity.query(sandboxStatusQuery)).queued.length === BURST - 1, 30_000, 'the burst to queue');
+  held.open();
+  faults.disarm(id);
+  for (const op of burst) await succeeded(op);
+
+  await waitFor(async () => (await entity.describe()).runId !== firstRun, 30_000, 'the sandbox workflow to continue as new');
+  const secondRun = (await entity.describe()).runId;
+  expect((await stack.client.workflow.getHandle(wfId, firstRun).describe()).status.name).toBe('CONTINUED_AS_NEW');
+  expect((await entity.describe()).status.name).toBe('RUNNING');
+
+  const first = await eventsOf(wfId, firstRun);
+  // Every operation ran in the first run, in arrival order: none was carried off or dropped.
+  expect(childrenStarted(first)).toEqual([pauseOp, ...burst]);
+  // The suggestion came while the burst was still queued, and the run waited for the queue to drain.
+  const suggestedAt = first.findIndex((e) => e.workflowTaskStartedEventAttributes?.suggestContinueAsNew);
+  const lastChildAt = first.map((e) => !!e.startChildWorkflowExecutionInitiatedEventAttributes).lastIndexOf(true);
+  expect(suggestedAt).toBeGreaterThan(0);
+  expect(suggestedAt).toBeLessThan(lastChildAt);
+  const can = first.at(-1)!.workflowExecutionContinuedAsNewEventAttributes;
+  expect(can?.newExecutionRunId).toBe(secondRun);
+  const carried = defaultPayloadConverter.fromPayload(can!.input!.payloads![0]! as never) as SandboxWorkflowInput;
+  expect(carried).toMatchObject({ sandboxId: id, accountId, idleTimeoutSeconds: 0, paused: true, queue: [] });
+  expect(await entity.query(sandboxStatusQuery)).toEqual({ queued: [], paused: true });
+
+  // An operation submitted after the continue-as-new runs in the new run, on a sandbox still paused.
+  const whilePaused = await api.snapshot(id, 'after-can-paused');
+  expect(whilePaused.op.status).toBe('succeeded');
+  expect(await parentRunOf(whilePaused.op.id)).toBe(secondRun);
+  expect((await api.call('GET', `/v1/sandboxes/${id}`)).body.state).toBe('paused');
+  expect(await stack.runtime.processState(id)).toBe('stopped');
+
+  const resumed = await api.call('POST', `/v1/sandboxes/${id}/resume`);
+  expect(resumed.status).toBe(200);
+  expect(resumed.body.state).toBe('running');
+  expect(await stack.runtime.processState(id)).toBe('running');
+  // The API answers once the catalog says so; the workflow takes the child's end a moment later.
+  await waitFor(async () => !(await entity.query(sandboxStatusQuery)).paused, 10_000, 'the new run to see the resume');
+  const after = randomBytes(64 * 1024);
+  await write(after);
+  const later = await api.snapshot(id, 'after-can');
+  expect(later.op.status).toBe('succeeded');
+
+  const listed = (await api.call('GET', `/v1/sandboxes/${id}/snapshots`)).body.snapshots as { id: string; name: string; state: string; kind: string }[];
+  expect(listed.filter((s) => s.kind === 'manual').map((s) => s.name).sort()).toEqual([...burst.map((_, i) => `s${i + 1}`), 'after-can', 'after-can-paused'].sort());
+  expect(listed.filter((s) => s.kind === 'auto')).toHaveLength(1);
+  expect(listed.every((s) => s.state === 'ready')).toBe(true);
+
+  // A snapshot taken before the continue-as-new restores its bytes exactly, and so does one taken after.
+  const restoreOld = await submitted(await api.call('POST', `/v1/snapshots/${burstSnapshots[2]}/restore`, {}));
+  await succeeded(restoreOld);
+  expect(dataFile().equals(before)).toBe(true);
+  const restoreNew = await submitted(await api.call('POST', `/v1/snapshots/${later.snapshotId}/restore`, {}));
+  await succeeded(restoreNew);
+  expect(dataFile().equals(after)).toBe(true);
+
+  await expectConsistent(stack, [accountId], [pauseOp, ...burst, whilePaused.op.id, later.op.id, restoreOld, restoreNew]);
+  if (process.env.CAGED_RECORD_HISTORY) fs.writeFileSync(process.env.CAGED_RECORD_HISTORY, historyJson(server.address, wfId, firstRun));
+}, 240_000);

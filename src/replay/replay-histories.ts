@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { temporalCliPath } from '../runtime/tools.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Worker, type WorkerOptions } from '@temporalio/worker';
@@ -52,4 +54,14 @@ export async function replayHistories(
     outcomes.push({ id: p.id, workflowType: p.workflowType, ...(result.error ? { error: String(result.error.message ?? result.error) } : {}) });
   }
   return outcomes;
+}
+
+/**
+ * The history of one run as `temporal workflow show --output json` writes it: what an operator
+ * would export, and what `npm run replay` and test/replay.test.ts read.
+ */
+export function historyJson(address: string, workflowId: string, runId: string): Buffer {
+  return execFileSync(temporalCliPath(), ['workflow', 'show', '--address', address, '-w', workflowId, '-r', runId, '--output', 'json'], {
+    maxBuffer: 64 * 1024 * 1024,
+  });
 }
