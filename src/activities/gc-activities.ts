@@ -57,7 +57,7 @@ export function createGcActivities(deps: ActivityDeps) {
     },
 
     /**
-     * Rewrites mostly-empty and small packs (a few per account and pass) so the sweep can free
+     * Rewrites packs holding unreferenced bytes and small packs (up to 256 MiB per account and pass) so the sweep can free
      * them; an account whose repack fails (a damaged chunk) is reported and left as it is.
      */
     async gcRepack(scope: gc.GcScope = {}): Promise<{ packs: number; moved: number; failed: number }> {

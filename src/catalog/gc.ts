@@ -147,33 +147,38 @@ export interface RepackChunk {
 }
 
 /**
- * Packs worth rewriting, per account: live ones that fewer than half of their chunks are still
- * referenced in, and small ones (under `smallBytes`) when the account has several; written more
- * than `graceSeconds` ago and not by a snapshot still pending. At most `maxBytes` per account.
+ * Packs worth rewriting, per account: live ones holding bytes no snapshot references (a deleted
+ * snapshot's chunks that share a pack with chunks still in use; only a rewrite frees them), those
+ * with the largest unreferenced share first, as they free the most per byte copied; and small ones
+ * (under `smallBytes`) when the account has several. Written more than `graceSeconds` ago and not
+ * by a snapshot still pending. At most `maxBytes` per account (and at least one pack), so a pass
+ * after a mass deletion rewrites a bounded amount and the next passes go on.
  */
 export async function repackCandidates(db: CatalogDb, o: { graceSeconds: number; smallBytes: number; maxBytes: number }, scope: GcScope = {}): Promise<Map<string, PackRow[]>> {
-  const rows = await sql<PackRow & { referenced: string }>`
-    select p.*, (select count(distinct c.id) from chunks c join snapshot_chunks r on r.chunk_id = c.id where c.pack_id = p.id) as referenced
-    from packs p
+  const rows = await sql<PackRow & { raw_bytes: string; referenced_bytes: string }>`
+    select p.*, coalesce(sum(c.raw_length), 0) as raw_bytes,
+      coalesce(sum(c.raw_length) filter (where exists (select 1 from snapshot_chunks r where r.chunk_id = c.id)), 0) as referenced_bytes
+    from packs p join chunks c on c.pack_id = p.id
     where p.state = 'live' and p.chunk_count > 0 and ${inScope('p.account_id', scope)}
       and p.updated_at < ${graceAgo(o.graceSeconds)}
       and not exists (select 1 from snapshots w where w.id = p.writer_snapshot_id and w.state = 'pending')
+    group by p.id
     order by p.account_id, p.created_at`.execute(db);
+  type Row = (typeof rows.rows)[number];
   const out = new Map<string, PackRow[]>();
-  const small = new Map<string, PackRow[]>();
   const bytes = new Map<string, number>();
-  const take = (p: PackRow) => {
+  const take = ({ raw_bytes: _raw, referenced_bytes: _referenced, ...p }: Row) => {
     const used = bytes.get(p.account_id) ?? 0;
     if (used + Number(p.size_bytes) > o.maxBytes && used > 0) return;
     bytes.set(p.account_id, used + Number(p.size_bytes));
     out.set(p.account_id, [...(out.get(p.account_id) ?? []), p]);
   };
-  for (const r of rows.rows) {
-    const { referenced, ...pack } = r;
-    if (Number(referenced) * 2 < pack.chunk_count) take(pack);
-    else if (Number(pack.size_bytes) < o.smallBytes) small.set(pack.account_id, [...(small.get(pack.account_id) ?? []), pack]);
-  }
-  for (const packs of small.values()) if (packs.length >= 2) for (const p of packs) take(p);
+  const unreferenced = (r: Row) => 1 - Number(r.referenced_bytes) / Number(r.raw_bytes);
+  const wasteful = rows.rows.filter((r) => unreferenced(r) > 0).sort((a, b) => unreferenced(b) - unreferenced(a));
+  const small = new Map<string, Row[]>();
+  for (const r of rows.rows) if (unreferenced(r) === 0 && Number(r.size_bytes) < o.smallBytes) small.set(r.account_id, [...(small.get(r.account_id) ?? []), r]);
+  for (const r of wasteful) take(r);
+  for (const packs of small.values()) if (packs.length >= 2) for (const r of packs) take(r);
   return out;
 }
 

@@ -26,7 +26,7 @@ export interface GcResult {
 /**
  * One pass of the chunk store's garbage collector, started by a Temporal Schedule (overlaps
  * skipped, so passes never run side by side): mark (condemn live packs nothing references), repack
- * (copy what is still referenced out of mostly-empty and small packs, which are condemned), sweep
+ * (copy what is still referenced out of packs holding unreferenced bytes and small packs, which are condemned), sweep
  * (delete condemned packs whose grace is over, after a last check under each pack's lock), then the
  * leftovers of writers that crashed or failed, and pack objects without a row. Nothing here locks
  * out snapshots: they go on while it runs, and what they reference meanwhile is kept. The Schedule
