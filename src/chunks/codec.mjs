@@ -23,10 +23,14 @@ export const MAX_CHUNK_BYTES = 4 * MiB;
 /**
  * Chunks smaller than this share a zstd frame with their neighbours (up to FRAME_BYTES of raw
  * data): one compression call for many small files instead of one each, and a better ratio. Larger
- * chunks are a frame of their own.
+ * chunks are a frame of their own. A read of one small chunk decompresses its whole frame, and after
+ * a few incremental snapshots a restore's files come from many frames: 1 MiB frames stored 2% more
+ * than 4 MiB ones (64 MiB of small files from node_modules, level 1: ratio 4.74 against 4.83) and
+ * cut that read amplification by four (an in-place restore after 20 snapshots spent 2.4x the CPU of
+ * one from a single snapshot decompressing 4 MiB frames again and again).
  */
 export const SHARED_FRAME_BELOW = 512 * KiB;
-export const FRAME_BYTES = 4 * MiB;
+export const FRAME_BYTES = 1 * MiB;
 export const ZSTD_LEVEL = 1;
 export const CHUNK_ID_BYTES = 32;
 
@@ -97,13 +101,12 @@ export function chunkEnds(cut, buf) {
 }
 
 const ZSTD_OPTIONS = {
-  // Output of one call in one buffer: no concatenation of 16 KiB pieces.
-  chunkSize: FRAME_BYTES + 64 * KiB,
   params: { [zlib.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
 };
 
 export function compressFrame(raw) {
-  return zlib.zstdCompressSync(raw, ZSTD_OPTIONS);
+  // Output of one call in one buffer of zstd's worst case for this input: no concatenation of 16 KiB pieces.
+  return zlib.zstdCompressSync(raw, { ...ZSTD_OPTIONS, chunkSize: raw.length + (raw.length >> 7) + 4 * KiB });
 }
 
 /**

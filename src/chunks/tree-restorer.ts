@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import type { CatalogDb } from '../catalog/db.js';
-import { chunkLocations } from '../catalog/chunk-store.js';
+import { chunkLocations, type ChunkLocation } from '../catalog/chunk-store.js';
 import type { CallOptions } from '../storage/blob-store.js';
 import { CagedError } from '../shared/errors.js';
 import { readManifest, type ManifestEntry } from './manifest.js';
@@ -38,6 +38,10 @@ export interface RestoreTreeResult {
 }
 
 type FileEntry = Extract<ManifestEntry, { type: 'file' }>;
+/** What a chunk worker writes (its `restore` message): each file's runs of stored chunks and holes. */
+type StoredRun = ChunkLocation & { pack: string; id: Buffer; length: number };
+type RestoreRun = { hole: number } | StoredRun;
+type RestoreFile = { path: Buffer; size: number; runs: RestoreRun[]; mode: number; uid: number; gid: number; mtimeNs: string };
 type Attrs = { path: Buffer; mode: number; uid: number; gid: number; mtimeNs: bigint };
 
 /**
@@ -53,7 +57,9 @@ export async function restoreTree(o: RestoreTreeOptions): Promise<RestoreTreeRes
   const dirs: Attrs[] = [];
   const hardlinks: { path: Buffer; target: Buffer }[] = [];
   let failure: unknown;
-  const tasks = new TaskLimiter(o.pool.size, (err) => (failure ??= err));
+  // Two batches per worker: while one is written, the next one's chunk lookup (a catalog round trip)
+  // and pack opening run, so a worker finds its next batch waiting instead of idling through them.
+  const tasks = new TaskLimiter(o.pool.size * 2, (err) => (failure ??= err));
   let batch: FileEntry[] = [];
   let batchBytes = 0;
 
@@ -157,9 +163,9 @@ async function writeFilesOnce(o: RestoreTreeOptions, files: FileEntry[], chown: 
       }
       return f.file;
     };
-    const tasks = [];
+    const tasks: RestoreFile[] = [];
     for (const f of files) {
-      const runs = [];
+      const runs: RestoreRun[] = [];
       for (const c of f.chunks) {
         if ('hole' in c) {
           runs.push({ hole: c.hole });
@@ -171,6 +177,15 @@ async function writeFilesOnce(o: RestoreTreeOptions, files: FileEntry[], chown: 
       }
       tasks.push({ path: absolutePath(o.dest, f.path), size: f.size, runs, mode: f.mode, uid: f.uid, gid: f.gid, mtimeNs: String(f.mtimeNs) });
     }
+    // In the order of their data, not of the tree: small files changed by later snapshots sit in other
+    // packs' shared frames, and the worker keeps one frame decompressed, so each frame is read once per batch.
+    const at = (t: RestoreFile) => t.runs.find((r): r is StoredRun => 'pack' in r);
+    tasks.sort((a, b) => {
+      const x = at(a);
+      const y = at(b);
+      if (!x || !y) return x ? 1 : y ? -1 : 0;
+      return x.pack < y.pack ? -1 : x.pack > y.pack ? 1 : x.frameOffset - y.frameOffset;
+    });
     ch.send({ op: 'restore', key: o.chunkKey, files: tasks, chown });
     const done = await ch.next();
     return done.bytes as number;
