@@ -592,7 +592,8 @@ function report(results: SizeResult[], args: Args): string {
     const full = s.r.incremental.snapshots * s.r.archiveBytes;
     out.push(
       `  ${s.r.gib} GiB: ${s.r.incremental.snapshots} snapshots of the sandbox store ${fmt(mib(s.r.incremental.storedTotal))} MiB together ` +
-        `(as full tar.zst archives: ${fmt(mib(full))} MiB, ${fmt(full / s.r.incremental.storedTotal, 1)}x more)`,
+        `(as full tar.zst archives: ${fmt(mib(full))} MiB, ${fmt(full / s.r.incremental.storedTotal, 1)}x more), ` +
+        `${fmt(s.r.incremental.storedTotal / s.r.cagedArchiveBytes, 2)}x what the first snapshot stored (target <= 1.5x)`,
     );
   }
   out.push('');
@@ -627,6 +628,8 @@ function report(results: SizeResult[], args: Args): string {
     verdicts.push([`${s.r.gib} GiB snapshot throughput >= ${TARGET_RATIO}x baseline (${ratio(s.snapRatio)}x)`, s.snapRatio >= TARGET_RATIO]);
     verdicts.push([`${s.r.gib} GiB restore throughput >= ${TARGET_RATIO}x baseline (${ratio(s.restoreRatio)}x)`, s.restoreRatio >= TARGET_RATIO]);
     verdicts.push([`${s.r.gib} GiB restore-in-place throughput >= ${TARGET_RATIO}x baseline (${ratio(s.inPlaceRatio)}x)`, s.inPlaceRatio >= TARGET_RATIO]);
+    const series = s.r.incremental.storedTotal / s.r.cagedArchiveBytes;
+    verdicts.push([`${s.r.gib} GiB ${s.r.incremental.snapshots} snapshots store <= 1.5x what the first stored (${fmt(series, 2)}x)`, series <= 1.5]);
     verdicts.push([`${s.r.gib} GiB worker peak RSS < ${TARGET_RSS_MB} MB (${fmt(s.peakMb)} MB; the operations added at most ${fmt(s.growthMb)} MB)`, s.peakMb < TARGET_RSS_MB]);
   }
   if (sums.length > 1) {
