@@ -514,6 +514,8 @@ interface Summary {
   inPlaceRatio: number;
   peakMb: number;
   growthMb: number;
+  /** What the series of snapshots stored together, over what the first one stored. */
+  seriesRatio: number;
 }
 
 function summarize(r: SizeResult): Summary {
@@ -536,6 +538,7 @@ function summarize(r: SizeResult): Summary {
     inPlaceRatio: baseRestore.seconds / r.inPlace.seconds,
     peakMb: Math.max(...ops.map((m) => m.workerPeakMb)),
     growthMb: Math.max(...ops.map((m) => m.workerPeakMb - m.rssBeforeMb)),
+    seriesRatio: r.incremental.storedTotal / r.cagedArchiveBytes,
   };
 }
 
@@ -593,7 +596,7 @@ function report(results: SizeResult[], args: Args): string {
     out.push(
       `  ${s.r.gib} GiB: ${s.r.incremental.snapshots} snapshots of the sandbox store ${fmt(mib(s.r.incremental.storedTotal))} MiB together ` +
         `(as full tar.zst archives: ${fmt(mib(full))} MiB, ${fmt(full / s.r.incremental.storedTotal, 1)}x more), ` +
-        `${fmt(s.r.incremental.storedTotal / s.r.cagedArchiveBytes, 2)}x what the first snapshot stored (target <= 1.5x)`,
+        `${fmt(s.seriesRatio, 2)}x what the first snapshot stored (target <= 1.5x)`,
     );
   }
   out.push('');
@@ -628,8 +631,7 @@ function report(results: SizeResult[], args: Args): string {
     verdicts.push([`${s.r.gib} GiB snapshot throughput >= ${TARGET_RATIO}x baseline (${ratio(s.snapRatio)}x)`, s.snapRatio >= TARGET_RATIO]);
     verdicts.push([`${s.r.gib} GiB restore throughput >= ${TARGET_RATIO}x baseline (${ratio(s.restoreRatio)}x)`, s.restoreRatio >= TARGET_RATIO]);
     verdicts.push([`${s.r.gib} GiB restore-in-place throughput >= ${TARGET_RATIO}x baseline (${ratio(s.inPlaceRatio)}x)`, s.inPlaceRatio >= TARGET_RATIO]);
-    const series = s.r.incremental.storedTotal / s.r.cagedArchiveBytes;
-    verdicts.push([`${s.r.gib} GiB ${s.r.incremental.snapshots} snapshots store <= 1.5x what the first stored (${fmt(series, 2)}x)`, series <= 1.5]);
+    verdicts.push([`${s.r.gib} GiB ${s.r.incremental.snapshots} snapshots store <= 1.5x what the first stored (${fmt(s.seriesRatio, 2)}x)`, s.seriesRatio <= 1.5]);
     verdicts.push([`${s.r.gib} GiB worker peak RSS < ${TARGET_RSS_MB} MB (${fmt(s.peakMb)} MB; the operations added at most ${fmt(s.growthMb)} MB)`, s.peakMb < TARGET_RSS_MB]);
   }
   if (sums.length > 1) {

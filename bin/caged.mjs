@@ -35,11 +35,10 @@ if (Number(process.versions.node.split('.')[0]) < MIN_MAJOR) {
  * frames and their contexts, pack reads). glibc raises its mmap threshold each time such a block
  * is freed, so later ones come from the threads' malloc arenas, which keep what is freed: two
  * workers compressing and decompressing 1 MiB frames grew by 210 MB, and by 110 MB with the
- * threshold fixed (MALLOC_MMAP_THRESHOLD_, read by glibc only at start-up). Not set when the
- * user set it, on other C libraries, or where Node cannot execve.
+ * threshold fixed (MALLOC_MMAP_THRESHOLD_, read by glibc only at start-up; other C libraries ignore
+ * it). Not set when the user set it, or where Node cannot execve.
  */
 function needsFixedMmapThreshold() {
   if (!['dev', 'worker', 'api'].includes(process.argv[2] ?? '')) return false;
-  if (process.platform !== 'linux' || typeof process.execve !== 'function' || process.env.MALLOC_MMAP_THRESHOLD_ !== undefined) return false;
-  return Boolean(process.report?.getReport().header.glibcVersionRuntime);
+  return process.platform === 'linux' && typeof process.execve === 'function' && process.env.MALLOC_MMAP_THRESHOLD_ === undefined;
 }

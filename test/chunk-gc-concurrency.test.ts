@@ -8,7 +8,7 @@ import { extractSnapshot } from './support/snapshot-tree.js';
 import { describeTree, type TreeEntry } from './support/tree.js';
 import { accountChunkKey } from '../src/catalog/chunk-store.js';
 import { chunkId } from '../src/chunks/codec.mjs';
-import { randomSuffix } from '../src/shared/ids.js';
+import { gcPass } from './support/gc.js';
 import type { GcResult } from '../src/workflows/gc.js';
 import { MiB } from './support/wait.js';
 
@@ -39,8 +39,7 @@ describe.each(['fs', 's3'] as const)('garbage collection during concurrent opera
   });
   afterAll(async () => stack?.close());
 
-  const gcPass = () =>
-    stack.client.workflow.execute('gcWorkflow', { taskQueue: stack.config.temporal.taskQueue, workflowId: `gc-race-${randomSuffix(8)}`, args: [{ accountIds: [accountId] }] }) as Promise<GcResult>;
+  const collect = () => gcPass(stack, accountId);
 
   const succeeded = async (r: { status: number; body: any }, what: string) => {
     expect(r.status, `${what}: ${JSON.stringify(r.body)}`).toBeLessThan(300);
@@ -72,7 +71,7 @@ describe.each(['fs', 's3'] as const)('garbage collection during concurrent opera
     let stop = false;
     const during: GcResult[] = [];
     const collector = (async () => {
-      while (!stop) during.push(await gcPass());
+      while (!stop) during.push(await collect());
     })();
 
     try {
@@ -126,7 +125,7 @@ describe.each(['fs', 's3'] as const)('garbage collection during concurrent opera
     }
 
     // With nothing running, one pass frees what only the deleted snapshots held (grace 0): their own files' chunks leave the index.
-    const last = await gcPass();
+    const last = await collect();
     expect(last.repackFailures).toBe(0);
     const key = await accountChunkKey(stack.db, accountId);
     const indexed = async (bytes: Buffer) =>

@@ -9,8 +9,8 @@ import { extractSnapshot } from './support/snapshot-tree.js';
 import { sha256File } from './support/tree.js';
 import { insertPack, newPackId } from '../src/catalog/chunk-store.js';
 import { layout } from '../src/storage/layout.js';
-import { newSnapshotId, randomSuffix } from '../src/shared/ids.js';
-import type { GcResult } from '../src/workflows/gc.js';
+import { newSnapshotId } from '../src/shared/ids.js';
+import { gcPass } from './support/gc.js';
 import { MiB } from './support/wait.js';
 
 /**
@@ -32,9 +32,7 @@ describe.each(['fs', 's3'] as const)('garbage collection on the %s store', (kind
   });
   afterAll(async () => stack?.close());
 
-  const gcPass = () =>
-    // Scoped to this file's account: other test files share the database (their packs are in their own stores).
-    stack.client.workflow.execute('gcWorkflow', { taskQueue: stack.config.temporal.taskQueue, workflowId: `gc-test-${randomSuffix(8)}`, args: [{ accountIds: [accountId] }] }) as Promise<GcResult>;
+  const collect = () => gcPass(stack, accountId);
   const packsOf = (snapshotId: string) => stack.db.selectFrom('packs').selectAll().where('writer_snapshot_id', '=', snapshotId).execute();
   const stateOf = async (packId: string) => (await stack.db.selectFrom('packs').select('state').where('id', '=', packId).executeTakeFirstOrThrow()).state;
 
@@ -57,7 +55,7 @@ describe.each(['fs', 's3'] as const)('garbage collection on the %s store', (kind
 
     const del = await api.call('DELETE', `/v1/snapshots/${first.snapshotId}`);
     expect((await api.waitOp(del.body.operation.id)).status).toBe('succeeded');
-    const pass = await gcPass();
+    const pass = await collect();
     expect(pass.condemned).toBeGreaterThanOrEqual(1);
     expect(pass.deleted).toBeGreaterThanOrEqual(1);
     expect(await stateOf(freed!.id)).toBe('deleted');
@@ -67,7 +65,7 @@ describe.each(['fs', 's3'] as const)('garbage collection on the %s store', (kind
 
     // A reference the mark did not see (committed while it ran) brings a condemned pack back.
     await stack.db.updateTable('packs').set({ state: 'condemned', condemned_at: new Date(Date.now() - 60_000) }).where('id', '=', kept!.id).execute();
-    const again = await gcPass();
+    const again = await collect();
     expect(again.resurrected).toBeGreaterThanOrEqual(1);
     expect(await stateOf(kept!.id)).toBe('live');
     const out = path.join(stack.dir, `gc-restored-${second.snapshotId}`);
@@ -93,7 +91,7 @@ describe.each(['fs', 's3'] as const)('garbage collection on the %s store', (kind
     const del = await api.call('DELETE', `/v1/snapshots/${first.snapshotId}`);
     expect((await api.waitOp(del.body.operation.id)).status).toBe('succeeded');
 
-    const pass = await gcPass();
+    const pass = await collect();
     expect(pass.repacked).toBeGreaterThanOrEqual(1);
     expect(pass.repackFailures).toBe(0);
     expect(await stateOf(old!.id)).toBe('deleted');
@@ -133,7 +131,7 @@ describe.each(['fs', 's3'] as const)('garbage collection on the %s store', (kind
     const orphanKey = layout.pack(accountId, newPackId());
     await stack.store.put(orphanKey, Readable.from([randomBytes(1000)]));
 
-    const pass = await gcPass();
+    const pass = await collect();
     expect(pass.staleWritesRemoved).toBeGreaterThanOrEqual(1);
     expect(pass.orphansRemoved).toBeGreaterThanOrEqual(1);
     expect(await stateOf(failed.packId)).toBe('deleted');

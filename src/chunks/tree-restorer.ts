@@ -163,7 +163,7 @@ async function writeFilesOnce(o: RestoreTreeOptions, files: FileEntry[], chown: 
       }
       return f.file;
     };
-    const tasks: RestoreFile[] = [];
+    const tasks: { file: RestoreFile; first?: StoredRun }[] = [];
     for (const f of files) {
       const runs: RestoreRun[] = [];
       for (const c of f.chunks) {
@@ -175,18 +175,16 @@ async function writeFilesOnce(o: RestoreTreeOptions, files: FileEntry[], chown: 
         if (!at) throw new CagedError('checksum_mismatch', `chunk ${c.id.toString('hex')} of ${f.path.toString()} is not in the chunk store`);
         runs.push({ pack: await packFile(at.packKey), ...at, id: c.id, length: c.length });
       }
-      tasks.push({ path: absolutePath(o.dest, f.path), size: f.size, runs, mode: f.mode, uid: f.uid, gid: f.gid, mtimeNs: String(f.mtimeNs) });
+      const file = { path: absolutePath(o.dest, f.path), size: f.size, runs, mode: f.mode, uid: f.uid, gid: f.gid, mtimeNs: String(f.mtimeNs) };
+      tasks.push({ file, first: runs.find((r): r is StoredRun => 'pack' in r) });
     }
     // In the order of their data, not of the tree: small files changed by later snapshots sit in other
     // packs' shared frames, and the worker keeps one frame decompressed, so each frame is read once per batch.
-    const at = (t: RestoreFile) => t.runs.find((r): r is StoredRun => 'pack' in r);
-    tasks.sort((a, b) => {
-      const x = at(a);
-      const y = at(b);
+    tasks.sort(({ first: x }, { first: y }) => {
       if (!x || !y) return x ? 1 : y ? -1 : 0;
       return x.pack < y.pack ? -1 : x.pack > y.pack ? 1 : x.frameOffset - y.frameOffset;
     });
-    ch.send({ op: 'restore', key: o.chunkKey, files: tasks, chown });
+    ch.send({ op: 'restore', key: o.chunkKey, files: tasks.map((t) => t.file), chown });
     const done = await ch.next();
     return done.bytes as number;
   } finally {
