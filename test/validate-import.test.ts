@@ -105,7 +105,8 @@ describe('validateTarGz: archives made by GNU tar', () => {
 
 describe('validateTarGz: well-formed raw archives', () => {
   it('accepts PAX long names, ./ prefixes and repeated directories', async () => {
-    const deep = `dir/${'x'.repeat(300)}`;
+    // Longer than ustar's 100+155 bytes, so only PAX can carry it; each component is a legal name.
+    const deep = `dir/${'x'.repeat(200)}/${'y'.repeat(200)}`;
     const tar = rawTar([
       { name: './', type: '5' },
       { name: 'dir/', type: '5' },
@@ -157,6 +158,17 @@ describe('validateTarGz: hostile paths', () => {
     const err = await expectRefused(gz(rawTar([{ name: 'short', pax: { path: name } }])), 'limit_exceeded', 'path longer than 1024 bytes');
     expect(err.message).toContain(name.slice(0, 150));
     expect(err.message.length).toBeLessThan(400);
+  });
+
+  it('refuses a path component longer than 255 bytes, though the whole path is within the limit', async () => {
+    const long = 'n'.repeat(256);
+    const err = await expectRefused(gz(rawTar([{ name: 'ok', pax: { path: `d/${long}/f` } }])), 'invalid_archive', 'path component longer than 255 bytes');
+    expect(err.message).toContain(long.slice(0, 200));
+    // 255 bytes of a multibyte name is still a legal name.
+    const fits = `${'é'.repeat(127)}x`;
+    expect(Buffer.byteLength(fits)).toBe(255);
+    const summary = await validateTarGz(Readable.from([gz(rawTar([{ name: 'ok', pax: { path: `d/${fits}` }, data: Buffer.from('1') }]))]), LIMITS);
+    expect(summary.files).toBe(1);
   });
 
   it('refuses a duplicate file', async () => {

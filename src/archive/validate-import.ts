@@ -3,6 +3,7 @@ import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
+import { MAX_NAME_BYTES } from '../sandbox/sandbox-paths.js';
 import { CagedError } from '../shared/errors.js';
 
 export interface ImportLimits {
@@ -381,6 +382,12 @@ class TarValidator {
     if (normalized === '' || normalized === '.') return [];
     const segments = normalized.split('/');
     if (path.posix.isAbsolute(normalized) || segments.includes('..')) throw invalid(`path escapes the archive root: ${q(name)}`);
+    // No Linux file system holds such a name: refused here, before the store is written, rather
+    // than found by the extractor as ENAMETOOLONG and retried as if the disk were at fault.
+    const long = segments.find((s) => Buffer.byteLength(s) > MAX_NAME_BYTES);
+    if (long !== undefined) {
+      throw invalid(`path component longer than ${MAX_NAME_BYTES} bytes: ${q(long)} in ${q(name)}`);
+    }
     return segments;
   }
 
