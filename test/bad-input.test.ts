@@ -135,6 +135,24 @@ describe('JSON that used to be a 500', () => {
   });
 });
 
+describe('an empty body sent as application/json', () => {
+  it('counts as no body: delete and cancel answer as they do without one; a route that needs a body names what is missing', async () => {
+    const json = { 'content-type': 'application/json' };
+    const named = await A.call('POST', `/v1/sandboxes/${sbA}/snapshots`, '', json);
+    expect(named.status).toBe(400);
+    expect(named.body).toEqual({ error: { code: 'invalid_input', message: 'name: Invalid input: expected string, received undefined' } });
+    const { op, snapshotId } = await A.snapshot(sbA, 'empty-body');
+    expect(op.status).toBe('succeeded');
+    // Finished: refused for its state, not for its body.
+    const cancel = await A.call('POST', `/v1/operations/${op.id}/cancel`, '', json);
+    expect(cancel.status).toBe(409);
+    expect(cancel.body).toEqual({ error: { code: 'invalid_state', message: `operation ${op.id} is already succeeded` } });
+    const del = await A.call('DELETE', `/v1/snapshots/${op.snapshot_id}`, ' \n', json);
+    expect(del.status, JSON.stringify(del.body)).toBe(202);
+    expect((await A.waitOp(del.body.operation.id)).status).toBe('succeeded');
+  });
+});
+
 describe('NUL bytes never reach PostgreSQL', () => {
   it('in path parameters and query values: 400 invalid_input', async () => {
     for (const p of [

@@ -303,6 +303,8 @@ describe('ordering, progress, cancel and retry', () => {
 
     const c = await api.call('POST', `/v1/operations/${queued.opId}/cancel`);
     expect(c.status).toBe(202);
+    // The reply is the Operation, as every other operation route returns it.
+    expect(c.body.operation).toMatchObject({ id: queued.opId, type: 'create_snapshot', status: 'running', sandbox_id: id });
     const op = await api.waitOp(queued.opId, 20_000);
     expect(op.status).toBe('cancelled');
     expect(op.error).toEqual({ code: 'cancelled', message: 'cancelled before it started' });

@@ -47,13 +47,16 @@ function hasNul(value: unknown, depth = 0): boolean {
   return Object.entries(value).some(([k, v]) => k.includes('\0') || hasNul(v, depth + 1));
 }
 
-/** The JSON body parser of the API: too deep, or holding a NUL character, is 400 invalid_input. */
+/** The JSON body parser of the API: too deep, or holding a NUL character, is 400 invalid_input; empty is no body. */
 export function installJsonParser(app: FastifyInstance): void {
   // fastify's own parser, with its refusal of __proto__ and constructor.prototype keys.
   const parse = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = body as string;
+    // Clients (curl -H 'content-type: application/json' -X DELETE, generated SDKs) send the header
+    // with no body; that means "no body", as it does on routes whose body is optional anyway.
+    if (text.trim() === '') return done(null, undefined);
     if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
       return done(new CagedError('invalid_input', `the JSON body nests deeper than ${MAX_JSON_DEPTH} levels`), undefined);
     }

@@ -41,7 +41,8 @@ export function operationRoutes(app: FastifyInstance, ctx: AppContext) {
     if (op.status !== 'running') throw new CagedError('invalid_state', `operation ${id} is already ${op.status}`);
     if (!op.sandbox_id) throw new CagedError('invalid_state', `operation ${id} cannot be cancelled`);
     await cancelOperation(ctx, op.sandbox_id, id);
-    return reply.status(202).send({ operation: id });
+    // The operation as it stands when asked: still running, since cancelling is asynchronous.
+    return reply.status(202).send({ operation: operationDto(op) });
   });
 
   app.post(
