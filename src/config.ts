@@ -45,6 +45,8 @@ const envSchema = z.object({
   S3_PREFIX: z.string().default(''),
   S3_PART_SIZE_MB: int.min(5).default(16),
   S3_QUEUE_SIZE: int.min(1).default(2),
+  /** A request whose socket is idle this long fails and is retried; unset: derived from CAGED_STORAGE_RETRY_S. */
+  S3_REQUEST_TIMEOUT_S: int.min(1).optional(),
   CAGED_STORAGE_RETRY_S: int.default(180),
   /** Local copies of remote packs kept for restores and forks on this host. */
   CAGED_PACK_CACHE_BYTES: int.min(0).default(2 * 1024 ** 3),
@@ -78,7 +80,7 @@ export interface S3Config {
   queueSize: number;
   /** The SDK's own attempts per request (default 1: RetryingBlobStore owns retries). */
   sdkMaxAttempts?: number;
-  /** A request whose socket stays idle this long fails (transient); default 60 s. */
+  /** A request whose socket stays idle this long fails (transient); default: s3RequestTimeoutMs of the retry budget. */
   requestTimeoutMs?: number;
 }
 
@@ -147,6 +149,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
           prefix: e.S3_PREFIX,
           partSizeBytes: e.S3_PART_SIZE_MB * 1024 * 1024,
           queueSize: e.S3_QUEUE_SIZE,
+          ...(e.S3_REQUEST_TIMEOUT_S !== undefined && { requestTimeoutMs: e.S3_REQUEST_TIMEOUT_S * 1000 }),
         }
       : undefined,
     storageRetryMs: e.CAGED_STORAGE_RETRY_S * 1000,

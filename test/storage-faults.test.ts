@@ -13,6 +13,7 @@ import { getSnapshot } from '../src/catalog/snapshots.js';
 import { layout } from '../src/storage/layout.js';
 import { uploadProgress, uploadSnapshot } from '../src/activities/snapshot-upload.js';
 import type { RetryInfo } from '../src/storage/blob-store.js';
+import { s3RequestTimeoutMs } from '../src/storage/index.js';
 
 /**
  * Snapshots on the real stack with an S3 fault proxy between the store and moto: the faults of
@@ -199,6 +200,44 @@ describe('storage faults during a snapshot (S3 through a fault proxy)', () => {
     expect(snap.state).toBe('failed');
     expect(snap.error.code).toBe('storage_unavailable');
     expect(await stack.store.head(key)).toBeNull();
+    await expectPacks(snapshotId, 'failed');
+    await expectRunning(id);
+  });
+
+  it('a server that stalls (accepts, never answers) shows progress.retrying within the budget, and the snapshot goes through once it answers', async () => {
+    const id = await busySandbox();
+    const timeoutMs = s3RequestTimeoutMs(RETRY_BOUND_MS);
+    expect(timeoutMs).toBeLessThan(RETRY_BOUND_MS / 2);
+    // Each stalled request would wait longer than the whole budget; only the request timeout ends it.
+    proxy.add({ fault: 'slow', ops: ['UploadPart'], keyIncludes: packsOf(accountId), count: 2, delayMs: 2 * RETRY_BOUND_MS });
+
+    const { op, snapshotId, seenRetrying } = await snapshotWatched(id, 'through-the-stall');
+    expect(op.status).toBe('succeeded');
+    expect(proxy.injected.slow).toBe(2);
+    expect(seenRetrying.some((r) => /TimeoutError/.test(r.error)), JSON.stringify(seenRetrying)).toBe(true);
+    expect(retries.filter((r) => r.what.startsWith('UploadPart')).length).toBe(2);
+    expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).body.state).toBe('ready');
+    await expectPacks(snapshotId, 'succeeded');
+    await expectRunning(id);
+  });
+
+  it('a server stalled for longer than the budget fails the operation as storage_unavailable while it still stalls, rolled back', async () => {
+    const id = await busySandbox();
+    const timeoutMs = s3RequestTimeoutMs(RETRY_BOUND_MS);
+    proxy.add({ fault: 'slow', ops: ['UploadPart'], keyIncludes: packsOf(accountId), delayMs: 4 * RETRY_BOUND_MS });
+
+    const { op, snapshotId, seenRetrying, seconds } = await snapshotWatched(id, 'stalled-out');
+    expect(op.status).toBe('failed');
+    expect(op.error.code).toBe('storage_unavailable');
+    expect(op.error.message).toMatch(/TimeoutError/);
+    // Several attempts within the budget, each ended by the request timeout, not one that outlived it.
+    expect(op.error.message).not.toMatch(/\(1 attempts?\)/);
+    expect(proxy.injected.slow).toBeGreaterThanOrEqual(3);
+    expect(seenRetrying.length).toBeGreaterThan(0);
+    // Reported while the server still stalled (its rule never stopped matching): the budget plus one timeout.
+    expect(seconds).toBeLessThan((RETRY_BOUND_MS + timeoutMs) / 1000 + 15);
+    expect((await api.call('GET', `/v1/snapshots/${snapshotId}`)).body.state).toBe('failed');
+    proxy.clear();
     await expectPacks(snapshotId, 'failed');
     await expectRunning(id);
   });

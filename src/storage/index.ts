@@ -17,6 +17,19 @@ export { S3BlobStore } from './s3-blob-store.js';
  * S3 credentials come from the default AWS chain.
  */
 export function createBlobStore(cfg: { dataDir: string; s3?: S3Config; storageRetryMs: number; onRetry?: (info: RetryInfo) => void }): BlobStore {
-  const inner = cfg.s3 ? new S3BlobStore(cfg.s3) : new FsBlobStore(path.join(cfg.dataDir, 'blobs'));
+  const inner = cfg.s3
+    ? new S3BlobStore({ ...cfg.s3, requestTimeoutMs: cfg.s3.requestTimeoutMs ?? s3RequestTimeoutMs(cfg.storageRetryMs) })
+    : new FsBlobStore(path.join(cfg.dataDir, 'blobs'));
   return new RetryingBlobStore(inner, { totalMs: cfg.storageRetryMs, onRetry: cfg.onRetry });
+}
+
+/**
+ * How long one S3 request may sit with an idle socket. A server that stalls (accepts, then never
+ * answers) is only noticed when this fires, so it must leave room in the retry budget for several
+ * attempts: otherwise the first attempt uses the whole budget, no retry is ever shown, and the
+ * failure comes a full timeout late. A quarter of the budget, within 5-30 s: idle means no byte
+ * either way, so a slow but moving transfer never trips it.
+ */
+export function s3RequestTimeoutMs(storageRetryMs: number): number {
+  return Math.min(30_000, Math.max(5_000, Math.floor(storageRetryMs / 4)));
 }

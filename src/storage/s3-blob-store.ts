@@ -311,7 +311,7 @@ function clientConfig(
     // RetryingBlobStore owns retry timing and classification; the SDK's own retries would multiply it.
     maxAttempts: cfg.sdkMaxAttempts ?? 1,
     // Without these a server that stops answering holds a request (and the activity) forever.
-    requestHandler: { connectionTimeout: 10_000, socketTimeout: cfg.requestTimeoutMs ?? 60_000 },
+    requestHandler: { connectionTimeout: 10_000, socketTimeout: cfg.requestTimeoutMs ?? 30_000 },
     forcePathStyle: cfg.forcePathStyle,
     ...(endpoint !== undefined && { endpoint }),
     ...(credentials && { credentials }),

@@ -205,7 +205,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       req.pipe(up);
     };
     if (rule?.fault === 'slow') {
-      void sleep(rule.delayMs ?? 1000).then(forward);
+      // A client that gave up meanwhile (its request timed out) hung up: a stalled server never answers it.
+      let gone = false;
+      req.socket.once('close', () => (gone = true));
+      void sleep(rule.delayMs ?? 1000).then(() => (gone ? record(0) : forward()));
     } else {
       forward();
     }

@@ -11,6 +11,7 @@ import { FsBlobStore } from '../../src/storage/fs-blob-store.js';
 import { S3BlobStore } from '../../src/storage/s3-blob-store.js';
 import type { BlobStore, RetryInfo } from '../../src/storage/blob-store.js';
 import { RetryingBlobStore } from '../../src/storage/retrying-blob-store.js';
+import { s3RequestTimeoutMs } from '../../src/storage/index.js';
 import { LocalSandboxRuntime } from '../../src/sandbox/local-runtime.js';
 import { createWorkers } from '../../src/app/worker.js';
 import { buildServer } from '../../src/api/server.js';
@@ -98,7 +99,7 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
             prefix: `${queue}/`,
             partSizeBytes: 5 * 1024 * 1024,
             queueSize: 2,
-            ...(opts.s3RequestTimeoutMs && { requestTimeoutMs: opts.s3RequestTimeoutMs }),
+            requestTimeoutMs: opts.s3RequestTimeoutMs ?? s3RequestTimeoutMs(opts.storageRetryMs ?? config.storageRetryMs),
           },
           { credentials: { accessKeyId: 'test', secretAccessKey: 'test' } },
         )
