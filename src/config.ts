@@ -18,6 +18,8 @@ const envSchema = z.object({
   CAGED_HOST_ID: z.string().regex(/^[a-z0-9-]{1,40}$/).default('local'),
   CAGED_EXEC_ENABLED: bool.optional(),
   CAGED_TEMPORAL_PORT: int.default(7233),
+  /** The dev server's web UI; 0 turns it off. Unset: CAGED_TEMPORAL_PORT + 1000, as the Temporal CLI does. */
+  CAGED_TEMPORAL_UI_PORT: int.max(65_535).optional(),
   CAGED_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   CAGED_LOG_FORMAT: z.enum(['auto', 'json', 'pretty']).default('auto'),
   CAGED_MAX_SNAPSHOTS_PER_SANDBOX: int.default(20),
@@ -94,7 +96,8 @@ export interface Config {
   urlSecret?: string;
   hostId: string;
   execEnabled: boolean;
-  temporal: { address?: string; namespace: string; taskQueue: string; devServerPort: number; cli?: string };
+  /** devServerPort and devServerUiPort (0: no UI) are for the dev server `caged dev` starts when no address is given. */
+  temporal: { address?: string; namespace: string; taskQueue: string; devServerPort: number; devServerUiPort: number; cli?: string };
   databaseUrl?: string;
   s3?: S3Config;
   /** How long transient object-store failures of one request are retried before it fails as storage_unavailable. */
@@ -136,6 +139,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, mode: 'dev' | '
       namespace: e.TEMPORAL_NAMESPACE,
       taskQueue: e.TEMPORAL_TASK_QUEUE,
       devServerPort: e.CAGED_TEMPORAL_PORT,
+      devServerUiPort: e.CAGED_TEMPORAL_UI_PORT ?? e.CAGED_TEMPORAL_PORT + 1000,
       cli: e.TEMPORAL_CLI,
     },
     databaseUrl: e.DATABASE_URL,

@@ -60,10 +60,10 @@ function cleanEnv(): NodeJS.ProcessEnv {
 }
 
 /** `npm start` is `node bin/caged.mjs dev`; its own process group lets cleanup reach everything it started. */
-function spawnDev(dir: string, port: number, temporalPort: number) {
+function spawnDev(dir: string, port: number, temporalPort: number, env: Record<string, string> = {}) {
   const child = spawn(process.execPath, ['bin/caged.mjs', 'dev'], {
     cwd: PROJECT_ROOT,
-    env: { ...cleanEnv(), CAGED_DATA_DIR: dir, CAGED_PORT: String(port), CAGED_TEMPORAL_PORT: String(temporalPort), CAGED_LOG_LEVEL: 'warn' },
+    env: { ...cleanEnv(), CAGED_DATA_DIR: dir, CAGED_PORT: String(port), CAGED_TEMPORAL_PORT: String(temporalPort), CAGED_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -93,10 +93,11 @@ function temporalServersOn(port: number): number[] {
     .map(Number);
 }
 
-async function startDev(): Promise<DevRun> {
+/** ui: 'default' expects the UI on the gRPC port + 1000; 'off' starts it with CAGED_TEMPORAL_UI_PORT=0. */
+async function startDev(ui: 'default' | 'off' = 'default'): Promise<DevRun> {
   const port = await freePort();
   const temporalPort = await freeTemporalPort();
-  const { run, stdout: out } = spawnDev(dataDir, port, temporalPort);
+  const { run, stdout: out } = spawnDev(dataDir, port, temporalPort, ui === 'off' ? { CAGED_TEMPORAL_UI_PORT: '0' } : {});
   const { child, output } = run;
   let stdout = out();
 
@@ -125,7 +126,12 @@ async function startDev(): Promise<DevRun> {
   run.uiUrl = /^ {2}Temporal UI: +(\S+)$/m.exec(stdout)?.[1] ?? '';
   expect(run.apiKey, output()).toMatch(/^caged_sk_[A-Za-z0-9_-]{16,}$/);
   expect(run.adminToken, output()).not.toBe('');
-  expect(run.uiUrl, output()).toBe(`http://127.0.0.1:${temporalPort + 1000}`);
+  if (ui === 'default') {
+    expect(run.uiUrl, output()).toBe(`http://127.0.0.1:${temporalPort + 1000}`);
+  } else {
+    expect(stdout).toMatch(/^ {2}Temporal UI: +\(off: CAGED_TEMPORAL_UI_PORT=0\)$/m);
+    expect(await portIsFree(temporalPort + 1000)).toBe(true);
+  }
   expect(stdout).toContain(`export CAGED_API_URL=${run.apiUrl} CAGED_API_KEY=${run.apiKey}`);
   // A normal start is quiet: no warnings from the SDK, Node or fastify, and (not a terminal) JSON lines.
   expect(output(), output()).not.toMatch(/\bWARN\b|"level":40|Warning|Deprecation/);
@@ -204,9 +210,9 @@ describe('npm start (caged dev)', () => {
     await interrupt(first);
   }, 180_000);
 
-  it('a second start on the same data dir keeps the data and the key', async () => {
+  it('a second start on the same data dir, with the Temporal UI off, keeps the data and the key', async () => {
     expect(first?.child.exitCode, 'the first run must have stopped').toBe(0);
-    const second = await startDev();
+    const second = await startDev('off');
     expect(second.apiKey).toBe(first.apiKey);
     expect(second.adminToken).toBe(first.adminToken);
     expect(second.temporalPid).not.toBe(first.temporalPid);
@@ -233,7 +239,7 @@ describe('npm start (caged dev)', () => {
     await interrupt(second);
   }, 180_000);
 
-  it('a start that fails (API port taken) exits 1 and leaves no Temporal server behind', async () => {
+  it('a start whose API port is taken exits 1 naming the port, before it starts Temporal', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-dev-test-'));
     extraDirs.push(dir);
     const blocker = net.createServer();
@@ -246,14 +252,29 @@ describe('npm start (caged dev)', () => {
       const result = await Promise.race([run.exited, timeout]);
       expect(result, `caged dev did not give up on a taken port\n${run.output()}`).not.toBe('timeout');
       expect(result, run.output()).toEqual({ code: 1, signal: null });
-      expect(stderr()).toContain('EADDRINUSE');
-      // It got as far as starting Temporal, and stopped it again.
-      expect(fs.existsSync(path.join(dir, 'temporal.sqlite'))).toBe(true);
+      expect(stderr()).toContain(`port ${port} (CAGED_PORT) is already in use on 127.0.0.1; stop what listens there or set CAGED_PORT`);
+      // Refused up front: no Temporal server (nor its UI, which would answer /healthz) ever ran.
+      expect(fs.existsSync(path.join(dir, 'temporal.sqlite'))).toBe(false);
       expect(temporalServersOn(temporalPort)).toEqual([]);
       expect(await portIsFree(temporalPort)).toBe(true);
     } finally {
       blocker.close();
     }
+  }, 120_000);
+
+  it('a Temporal UI port that is the API port is refused before anything starts, with the setting to change', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'caged-dev-test-'));
+    extraDirs.push(dir);
+    const temporalPort = await freeTemporalPort();
+    const port = temporalPort + 1000;
+    const { run, stderr } = spawnDev(dir, port, temporalPort);
+    const result = await Promise.race([run.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), START_TIMEOUT_MS).unref())]);
+    expect(result, run.output()).toEqual({ code: 1, signal: null });
+    expect(stderr()).toContain(
+      `CAGED_PORT and CAGED_TEMPORAL_UI_PORT are both ${port}; give them different ports (the UI defaults to CAGED_TEMPORAL_PORT + 1000; 0 turns it off)`,
+    );
+    expect(fs.existsSync(path.join(dir, 'temporal.sqlite'))).toBe(false);
+    expect(temporalServersOn(temporalPort)).toEqual([]);
   }, 120_000);
 
   it('a caged dev that is SIGKILLed takes its Temporal server with it, and the next start on the same data dir comes up', async () => {

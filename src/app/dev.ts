@@ -9,6 +9,8 @@ import { ensureGcSchedule } from './gc-schedule.js';
 import { createWorkers, runWorkers } from './worker.js';
 import { persistedSecret } from './secrets.js';
 import { startTemporalDevServer } from '../runtime/temporal-dev-server.js';
+import { portIsFree } from '../runtime/child-process.js';
+import type { Config } from '../config.js';
 import { buildServer } from '../api/server.js';
 import { ensureAccountWithKey } from '../catalog/accounts.js';
 import { newApiKey } from '../shared/ids.js';
@@ -30,10 +32,12 @@ export async function runDev(): Promise<void> {
   installTemporalLogging(log);
   installProcessGuards(log, 'caged dev');
 
+  await assertPortsFree(config);
   const temporal = config.temporal.address
     ? undefined
     : await startTemporalDevServer({
         port: config.temporal.devServerPort,
+        ...(config.temporal.devServerUiPort === 0 ? { headless: true } : { uiPort: config.temporal.devServerUiPort }),
         dbFile: path.join(config.dataDir, 'temporal.sqlite'),
         logFile: path.join(config.dataDir, 'temporal.log'),
         namespace: config.temporal.namespace,
@@ -78,7 +82,7 @@ export async function runDev(): Promise<void> {
     `  API:          ${config.publicUrl}`,
     `  API key:      ${devKey}`,
     `  Admin token:  ${config.adminToken}`,
-    `  Temporal UI:  ${temporal?.uiUrl ?? '(external cluster)'}`,
+    `  Temporal UI:  ${temporal ? (temporal.uiUrl ?? '(off: CAGED_TEMPORAL_UI_PORT=0)') : '(external cluster)'}`,
     `  Data dir:     ${config.dataDir}`,
     '',
     `  export CAGED_API_URL=${config.publicUrl} CAGED_API_KEY=${devKey}`,
@@ -100,4 +104,29 @@ export async function runDev(): Promise<void> {
     log.error({ err }, 'worker stopped');
     await stop();
   });
+}
+
+/**
+ * The ports this start will listen on, checked before anything starts: a clash found only when the
+ * API listens would come after the Temporal server (and its UI, which answers /healthz too) was up.
+ * The Temporal gRPC port is checked where the dev server starts, with a hint of its own.
+ */
+async function assertPortsFree(config: Config): Promise<void> {
+  const wanted: Array<{ name: string; host: string; port: number }> = [{ name: 'CAGED_PORT', host: config.httpHost, port: config.httpPort }];
+  if (!config.temporal.address) {
+    wanted.push({ name: 'CAGED_TEMPORAL_PORT', host: '127.0.0.1', port: config.temporal.devServerPort });
+    if (config.temporal.devServerUiPort !== 0) wanted.push({ name: 'CAGED_TEMPORAL_UI_PORT', host: '127.0.0.1', port: config.temporal.devServerUiPort });
+  }
+  for (let i = 0; i < wanted.length; i++) {
+    for (let j = i + 1; j < wanted.length; j++) {
+      if (wanted[i]!.port !== 0 && wanted[i]!.port === wanted[j]!.port) {
+        const uiNote = wanted[j]!.name === 'CAGED_TEMPORAL_UI_PORT' ? ' (the UI defaults to CAGED_TEMPORAL_PORT + 1000; 0 turns it off)' : '';
+        throw new Error(`${wanted[i]!.name} and ${wanted[j]!.name} are both ${wanted[i]!.port}; give them different ports${uiNote}`);
+      }
+    }
+  }
+  for (const w of wanted) {
+    if (w.name === 'CAGED_TEMPORAL_PORT' || w.port === 0) continue;
+    if (!(await portIsFree(w.port, w.host))) throw new Error(`port ${w.port} (${w.name}) is already in use on ${w.host}; stop what listens there or set ${w.name}`);
+  }
 }

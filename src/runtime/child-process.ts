@@ -35,11 +35,11 @@ export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<vo
 
 export { spawn };
 
-export async function portIsFree(port: number): Promise<boolean> {
+export async function portIsFree(port: number, host = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = net.createServer();
     srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
 }
 
