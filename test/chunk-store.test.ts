@@ -93,6 +93,13 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     const restored = await restore(first.key, first.sha256);
     expect(describeFullTree(restored)).toEqual(describeFullTree(tree));
     expect(describeFullTree(restored).find((e) => e.path === 'proj/sparse.img')?.sparse).toBe(true);
+    // Times below the microsecond: the manifest keeps nanoseconds, the restore sets the nearest
+    // time utimes can express (a double: within 120 ns today), never a truncated microsecond.
+    const mtimes = (root: string) => ['proj/src/main.py', 'proj'].map((p) => fs.lstatSync(path.join(root, p), { bigint: true }).mtimeNs);
+    const [fileNs, dirNs] = mtimes(tree);
+    expect([fileNs! % 1000n, dirNs! % 1000n]).not.toEqual([0n, 0n]);
+    const [gotFile, gotDir] = mtimes(restored);
+    for (const [got, want] of [[gotFile!, fileNs!], [gotDir!, dirNs!]] as const) expect(got > want ? got - want : want - got).toBeLessThanOrEqual(120n);
   });
 
   it('reads only changed files the next time and stores only their new chunks', async () => {

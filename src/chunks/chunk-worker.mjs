@@ -27,6 +27,7 @@ import {
   createCutter,
   gearTable,
 } from './codec.mjs';
+import { utimesSeconds } from './file-times.mjs';
 
 const ARENA_BYTES = 2 * MAX_CHUNK_BYTES;
 const free = [];
@@ -219,7 +220,7 @@ function restore(m) {
         // Each call costs a few microseconds on every file of a restore: only the ones that change something.
         if (m.chown && (f.uid !== OWN_UID || f.gid !== OWN_GID)) fs.fchownSync(fd, f.uid, f.gid);
         if (UMASK === undefined || (f.mode & 0o7777) !== (f.mode & 0o777 & ~UMASK)) fs.fchmodSync(fd, f.mode);
-        const t = Number(BigInt(f.mtimeNs) / 1000n) / 1e6;
+        const t = utimesSeconds(f.mtimeNs);
         fs.futimesSync(fd, t, t);
       } finally {
         fs.closeSync(fd);

@@ -10,6 +10,7 @@ import type { PackFiles } from './pack-files.js';
 import { absolutePath } from './tree-walk.js';
 import type { ChunkPool } from './worker-pool.js';
 import { TaskLimiter } from './task-limiter.js';
+import { utimesSeconds } from './file-times.mjs';
 
 /** Files (and their bytes) a worker writes in one task: big enough to amortise a catalog lookup. */
 const TASK_FILES = 256;
@@ -103,7 +104,7 @@ export async function restoreTree(o: RestoreTreeOptions): Promise<RestoreTreeRes
         case 'symlink':
           fs.symlinkSync(e.target, abs);
           if (chown) fs.lchownSync(abs, e.uid, e.gid);
-          fs.lutimesSync(abs, seconds(e.mtimeNs), seconds(e.mtimeNs));
+          fs.lutimesSync(abs, utimesSeconds(e.mtimeNs), utimesSeconds(e.mtimeNs));
           break;
         case 'hardlink':
           hardlinks.push({ path: abs, target: e.target });
@@ -218,12 +219,11 @@ class ParentCheck {
 
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
-const seconds = (ns: bigint) => Number(ns / 1000n) / 1e6;
 
 function applyAttrs(abs: Buffer | string, a: Attrs, chown: boolean): void {
   if (chown) fs.chownSync(abs, a.uid, a.gid);
   fs.chmodSync(abs, a.mode);
-  fs.utimesSync(abs, seconds(a.mtimeNs), seconds(a.mtimeNs));
+  fs.utimesSync(abs, utimesSeconds(a.mtimeNs), utimesSeconds(a.mtimeNs));
 }
 
 /** Node has no mknod(2): FIFOs and devices are rare enough in a sandbox to cost a process each. */

@@ -1,0 +1,1 @@
+export declare function utimesSeconds(ns: bigint | string): number;

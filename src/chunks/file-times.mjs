@@ -1,0 +1,12 @@
+// Plain JS so the restore's worker threads and the main thread share it (workers load .mjs files).
+
+/**
+ * A manifest's nanosecond time as the seconds utimes takes. utimes takes a double, which at
+ * today's epoch resolves about 240 ns: whole seconds plus the fraction give the nearest such
+ * value (within 120 ns), where going through microseconds first is up to a microsecond off.
+ * Node has no call that takes nanoseconds (nodejs/node#50859).
+ */
+export function utimesSeconds(ns) {
+  const n = BigInt(ns);
+  return Number(n / 1_000_000_000n) + Number(n % 1_000_000_000n) / 1e9;
+}
