@@ -37,12 +37,13 @@ export interface ImportSummary {
 
 type Kind = 'file' | 'dir' | 'symlink';
 
-const KIND_BY_TYPE: ReadonlyMap<string, Kind> = new Map([
+const KIND_BY_TYPE: ReadonlyMap<string, Kind | 'hardlink'> = new Map([
   ['File', 'file'],
   ['OldFile', 'file'],
   ['ContiguousFile', 'file'],
   ['Directory', 'dir'],
   ['SymbolicLink', 'symlink'],
+  ['Link', 'hardlink'],
 ]);
 
 const BLOCK = 512;
@@ -315,11 +316,10 @@ class TarValidator {
       throw invalid(`zero block before entry ${q(name)}`);
     }
 
-    const kind = KIND_BY_TYPE.get(entry.type);
-    if (!kind) {
-      if (entry.type === 'Link') throw invalid(`hardlinks are not allowed: ${q(name)} -> ${q(entry.linkpath ?? '')}`);
-      throw invalid(`entry type ${entry.type} is not allowed: ${q(name)}`);
-    }
+    const type = KIND_BY_TYPE.get(entry.type);
+    if (!type) throw invalid(`entry type ${entry.type} is not allowed: ${q(name)}`);
+    // A hardlink is one more name of a regular file: in the tree it is that file.
+    const kind: Kind = type === 'hardlink' ? 'file' : type;
 
     const segments = this.checkPath(name);
     if (segments.length === 0 && kind !== 'dir') throw invalid(`${kind} entry names the archive root: ${q(name)}`);
@@ -335,6 +335,7 @@ class TarValidator {
     }
     if (entry.size !== (size ?? 0)) throw invalid(`conflicting sizes in headers of ${q(name)}`);
     if (kind === 'symlink' && entry.size > 0) throw invalid(`symlink carries data: ${q(name)}`);
+    if (type === 'hardlink' && entry.size > 0) throw invalid(`hardlink carries data: ${q(name)}`);
     this.declaredBytes += entry.size;
     if (this.declaredBytes > this.limits.maxUncompressedBytes) {
       throw new CagedError(
@@ -360,6 +361,7 @@ class TarValidator {
       target = entry.linkpath ?? '';
       this.checkLinkTarget(name, segments, target);
     }
+    if (type === 'hardlink') this.checkHardlinkTarget(name, entry.linkpath ?? '');
 
     this.insert(name, segments, kind, target);
     if (kind === 'file') this.files++;
@@ -405,6 +407,25 @@ class TarValidator {
     const resolved = path.posix.normalize(path.posix.join(dir, target));
     if (resolved === '..' || resolved.startsWith('../') || path.posix.isAbsolute(resolved)) {
       throw invalid(`symlink points outside the archive: ${q(name)} -> ${q(target)}`);
+    }
+  }
+
+  /**
+   * A hardlink names its target from the archive root, and an extractor links to whatever is at
+   * that path when it gets there: only a regular file this archive already made is safe (not a
+   * directory, not a symlink that an extractor might follow, not something the host has).
+   */
+  private checkHardlinkTarget(name: string, target: string): void {
+    if (target === '') throw invalid(`hardlink without a target: ${q(name)}`);
+    let segments: string[];
+    try {
+      segments = this.checkPath(target);
+    } catch (err) {
+      if (err instanceof CagedError) throw invalid(`hardlink ${q(name)} has an invalid target: ${err.message}`);
+      throw err;
+    }
+    if (this.lookup(segments)?.kind !== 'file') {
+      throw invalid(`hardlink target is not a regular file earlier in the archive: ${q(name)} -> ${q(target)}`);
     }
   }
 

@@ -42,14 +42,20 @@ export async function extractSnapshot(stack: TestStack, snapshotId: string, dest
   expect(meter.digest()).toBe(snap.sha256);
 }
 
-/** Bytes of the regular files under root: a chunked snapshot's size. */
+/** Bytes of the regular files under root, each hardlinked file once: a chunked snapshot's size. */
 export function fileBytes(root: string): number {
   let total = 0;
+  const seen = new Set<number>();
   const walk = (dir: string) => {
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
       const p = path.join(dir, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.isFile()) total += fs.lstatSync(p).size;
+      else if (e.isFile()) {
+        const st = fs.lstatSync(p);
+        if (st.nlink > 1 && seen.has(st.ino)) continue;
+        seen.add(st.ino);
+        total += st.size;
+      }
     }
   };
   walk(root);
