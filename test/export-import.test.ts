@@ -219,11 +219,14 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
       return keys;
     }
 
-    it('turns a GNU tar -czf archive into a ready snapshot that restores to the same tree, hardlinks kept', async () => {
+    it('turns a GNU tar -czf archive into a ready snapshot that restores to the same tree, hardlinks and absolute symlinks kept', async () => {
       const src = fs.mkdtempSync(path.join(stack.dir, 'import-src-'));
       populateTree(src);
       // An export of a sandbox holding hardlinks must import again (GNU tar writes them as links).
       fs.linkSync(path.join(src, 'proj/src/deep/er/blob.bin'), path.join(src, 'proj/blob-twin.bin'));
+      // ...and so must one holding a virtualenv, whose interpreter is a link to the system's.
+      fs.mkdirSync(path.join(src, 'venv/bin'), { recursive: true });
+      fs.symlinkSync('/usr/bin/python3', path.join(src, 'venv/bin/python3'));
       const file = `${src}.tar.gz`;
       execFileSync('tar', ['-czf', file, '-C', src, '.']);
       const id = await api.createSandbox();

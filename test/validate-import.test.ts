@@ -241,8 +241,12 @@ describe('validateTarGz: symlinks', () => {
     await expectRefused(gz(tar), 'invalid_archive', 'outside the archive', 'a/b/up');
   });
 
-  it('refuses an absolute link target', async () => {
-    await expectRefused(gz(rawTar([{ name: 'passwd', type: '2', linkname: '/etc/passwd' }])), 'invalid_archive', 'absolute target', 'passwd');
+  it("accepts an absolute link target (a virtualenv's python3), and refuses any entry that would go through it", async () => {
+    const venv = rawTar([{ name: 'venv/bin/', type: '5' }, { name: 'venv/bin/python3', type: '2', linkname: '/usr/bin/python3' }, { name: 'venv/bin/python', type: '2', linkname: 'python3' }]);
+    expect((await validateTarGz(chunked(gz(venv)), LIMITS)).symlinks).toBe(2);
+    await expectRefused(gz(rawTar([{ name: 'etc', type: '2', linkname: '/etc' }, { name: 'etc/cron.d/x', data: Buffer.from('pwned') }])), 'invalid_archive', 'goes through symlink', '"etc"');
+    await expectRefused(gz(rawTar([{ name: 'passwd', type: '2', linkname: '/etc/passwd' }, { name: 'hard', type: '1', linkname: 'passwd' }])), 'invalid_archive', 'not a regular file earlier in the archive');
+    await expectRefused(gz(rawTar([{ name: 'c', type: '2', linkname: 'C:/Windows' }])), 'invalid_archive', 'drive-letter target');
   });
 
   it('refuses a write through an earlier symlink', async () => {

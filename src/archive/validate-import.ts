@@ -399,10 +399,13 @@ class TarValidator {
       throw new CagedError('limit_exceeded', `symlink target longer than ${this.limits.maxPathLength} bytes: ${q(name)}`);
     }
     if (target.includes('\0')) throw invalid(`symlink target contains a NUL byte: ${q(name)}`);
-    if (target.startsWith('/') || /^[A-Za-z]:/.test(target)) {
-      throw invalid(`symlink with an absolute target is not allowed: ${q(name)} -> ${q(target)}`);
-    }
+    if (/^[A-Za-z]:/.test(target)) throw invalid(`symlink with a drive-letter target is not allowed: ${q(name)} -> ${q(target)}`);
     if (target.includes('\\')) throw invalid(`symlink target contains a backslash: ${q(name)} -> ${q(target)}`);
+    // An absolute target (a virtualenv's python3 -> /usr/bin/python3) names the sandbox's own
+    // system, as the links its processes make do. It is safe because nothing is ever written or
+    // read through a link: entries below a symlink are refused (insert), hardlinks must name a
+    // regular file (checkHardlinkTarget), and the files API refuses symlinks on its paths.
+    if (target.startsWith('/')) return;
     const dir = segments.length > 1 ? segments.slice(0, -1).join('/') : '.';
     const resolved = path.posix.normalize(path.posix.join(dir, target));
     if (resolved === '..' || resolved.startsWith('../') || path.posix.isAbsolute(resolved)) {
@@ -496,6 +499,9 @@ class TarValidator {
         const node = this.lookup(stack);
         if (node?.kind === 'symlink') {
           if (++hops > MAX_SYMLINK_HOPS) break;
+          // From an absolute link on, the path is the system's, not the archive's: no '..' of the
+          // archive's own can climb out of it.
+          if (node.target!.startsWith('/')) break;
           stack.pop();
           pending = pending.concat(node.target!.split('/').reverse());
         }
