@@ -142,6 +142,31 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     expect(describeFullTree(restored)).toEqual(describeFullTree(tree));
   });
 
+  it("an unchanged file whose parent's chunks are no longer stored is read again, in place, across a large tree", async () => {
+    const tree = fs.mkdtempSync(path.join(work, 'tree-'));
+    for (let d = 0; d < 10; d++) {
+      fs.mkdirSync(path.join(tree, `d${d}`));
+      for (let i = 0; i < 900; i++) fs.writeFileSync(path.join(tree, `d${d}`, `f${i}`), `${d}/${i} ${'x'.repeat(d * 10)}\n`);
+    }
+    await new Promise((r) => setTimeout(r, 1100));
+    const first = await snapshot(tree);
+    // As the collector leaves a pack it condemned: its chunks are no longer found for reuse. One
+    // pack of the snapshot's (each worker lane writes its own), so reused and re-read files mix.
+    const packsOfFirst = await stack.db.selectFrom('packs').select('id').where('writer_snapshot_id', '=', first.snapshotId).orderBy('id').execute();
+    const condemned = packsOfFirst.slice(0, Math.max(1, packsOfFirst.length - 1));
+    await stack.db.updateTable('packs').set({ state: 'condemned', condemned_at: new Date() }).where('id', 'in', condemned.map((c) => c.id)).execute();
+    // Every file is one chunk of its own: the files to read again are the condemned packs' chunks.
+    const gone = Number((await stack.db.selectFrom('chunks').select((eb) => eb.fn.countAll<string>().as('n')).where('pack_id', 'in', condemned.map((c) => c.id)).executeTakeFirstOrThrow()).n);
+    expect(gone).toBeGreaterThan(0);
+    const second = await snapshot(tree, { snapshotId: first.snapshotId, key: first.key, sha256: first.sha256 });
+    expect(second.filesRead).toBe(gone);
+    expect(second.filesReused).toBe(9000 - gone);
+    expect(second.storedBytes).toBeGreaterThan(0);
+    const restored = await restore(second.key, second.sha256);
+    expect(describeFullTree(restored)).toEqual(describeFullTree(tree));
+    await stack.db.updateTable('packs').set({ state: 'live', condemned_at: null }).where('id', 'in', condemned.map((c) => c.id)).execute();
+  });
+
   it('refuses a chunk whose bytes do not match its id; a damaged local copy of a remote pack is fetched again', async () => {
     const tree = fs.mkdtempSync(path.join(work, 'tree-'));
     fs.writeFileSync(path.join(tree, 'only.txt'), 'unique content of the damaged snapshot\n');

@@ -256,26 +256,38 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
     slot.ready = true;
   };
 
-  // ---- unchanged files: their parent's chunks, referenced in batches
-  let reuse: { slot: Slot; abs: Buffer; st: BigIntStats; chunks: ChunkRef[] }[] = [];
+  // ---- unchanged files: their parent's chunks, referenced in batches while the walk goes on
+  type Reused = { slot: Slot; abs: Buffer; st: BigIntStats; chunks: ChunkRef[] };
+  let reuse: Reused[] = [];
   let reuseIds = 0;
+  /** The batch of references in flight (one at a time): PostgreSQL works while the walk stats. */
+  let reusing: Promise<void> = Promise.resolve();
+  /** Unchanged files a chunk of which has gone (its snapshot was deleted meanwhile): read after all. */
+  const gone: Reused[] = [];
   const dispatchReuse = async () => {
     if (!reuse.length) return;
     const files = reuse;
     reuse = [];
     reuseIds = 0;
+    await reusing;
+    throwIfFailed();
     const ids = [...new Set(files.flatMap((f) => f.chunks.flatMap((c) => ('id' in c ? [c.id.toString('hex')] : []))))];
-    const found = await referenceStoredChunks(o.db, o.accountId, o.snapshotId, ids);
-    for (const f of files) {
-      if (f.chunks.every((c) => !('id' in c) || found.has(c.id.toString('hex')))) {
-        stats.filesReused++;
-        fillFile(f.slot, f.chunks);
-      } else {
-        // A chunk of the parent is gone (its snapshot was deleted meanwhile): the file is read after all.
-        await readFile(f.slot, f.abs, f.st);
+    reusing = referenceStoredChunks(o.db, o.accountId, o.snapshotId, ids).then((found) => {
+      for (const f of files) {
+        if (f.chunks.every((c) => !('id' in c) || found.has(c.id.toString('hex')))) {
+          stats.filesReused++;
+          fillFile(f.slot, f.chunks);
+        } else gone.push(f);
       }
+      flush();
+    }, fail);
+  };
+  /** Reads what a finished batch found gone; only the walk's own flow calls readFile, never a batch. */
+  const readGone = async () => {
+    while (gone.length) {
+      const f = gone.shift()!;
+      await readFile(f.slot, f.abs, f.st);
     }
-    flush();
   };
 
   // ---- the walk, beside the parent's manifest
@@ -300,6 +312,8 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
         while (slots.length > MAX_PENDING_ENTRIES) {
           // Reuse first: a file whose parent's chunks are gone joins the batch of files to read.
           await dispatchReuse();
+          await reusing;
+          await readGone();
           await dispatchBatch();
           // Wait for the work the oldest entry waits for. Racing an already settled `flushing` as
           // well spun here without ever yielding, so no worker's answer arrived (and every race
@@ -327,8 +341,11 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
       } else {
         await readFile(slot, abs, w.stat);
       }
+      if (gone.length) await readGone();
     }
     await dispatchReuse();
+    await reusing;
+    await readGone();
     await dispatchBatch();
     await tasks.drain();
     throwIfFailed();
@@ -354,6 +371,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
     };
   } catch (err) {
     fail(err);
+    await reusing;
     await tasks.drain();
     manifest.destroy();
     await manifestOut.discard().catch(() => {});
