@@ -8,7 +8,7 @@ import { startStack, type TestStack } from './support/stack.js';
 import { apiClient } from './support/http.js';
 import { describeTree, gnuExtract, populateTree } from './support/tree.js';
 import { fileBytes } from './support/snapshot-tree.js';
-import { gz, gzipWithZeros, rawTar, ustarHeader } from './support/tar-builder.js';
+import { gz, gzipWithZeros, paxRecord, rawTar, ustarHeader } from './support/tar-builder.js';
 import { faultRegistry } from './support/faults.js';
 import { MiB, sleep } from './support/wait.js';
 import { getSnapshot, newSnapshotObjectKey } from '../src/catalog/snapshots.js';
@@ -273,6 +273,21 @@ describe.each(['fs', 's3'] as const)('export and import on the %s store', (store
         ['an absolute path', () => gz(rawTar([{ name: 'ok.txt', data: Buffer.from('ok') }, { name: '/etc/passwd', data: Buffer.from('pwned') }])), 400, 'invalid_archive', ['absolute path', '/etc/passwd']],
         ['a .. path', () => gz(rawTar([{ name: 'a/../../evil', data: Buffer.from('pwned') }])), 400, 'invalid_archive', ["'..'", 'a/../../evil']],
         ['a symlink that escapes', () => gz(rawTar([{ name: 'esc', type: '2', linkname: '../../etc' }])), 400, 'invalid_archive', ['outside the archive', 'esc', '../../etc']],
+        [
+          'PAX records GNU tar reads differently (a device node and a setuid file hidden from node-tar)',
+          () =>
+            gz(
+              rawTar([
+                { name: 'a', data: Buffer.from('hello') },
+                { name: 'f', size: 1024, pax: { size: '0', comment: `z\n${paxRecord('size', '1024').slice(0, -1)}` } },
+                { name: 'null2', type: '3', mode: 0o666 },
+                { name: 'suid', mode: 0o4755 },
+              ]),
+            ),
+          400,
+          'invalid_archive',
+          ['ambiguous tar headers', 'PAX record comment holds a newline'],
+        ],
         ['a hardlink to a file the archive does not hold', () => gz(rawTar([{ name: 'twin', type: '1', linkname: 'etc/passwd' }])), 400, 'invalid_archive', ['not a regular file earlier in the archive', 'twin']],
         ['a character device', () => gz(rawTar([{ name: 'dev/null', type: '3' }])), 400, 'invalid_archive', ['CharacterDevice', 'dev/null']],
         ['a FIFO', () => gz(rawTar([{ name: 'pipe', type: '6' }])), 400, 'invalid_archive', ['FIFO', 'pipe']],

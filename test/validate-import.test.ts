@@ -8,7 +8,7 @@ import zlib from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateTarGz, type ImportLimits } from '../src/archive/validate-import.js';
 import { CagedError } from '../src/shared/errors.js';
-import { gz, gzipWithZeros, rawTar, ustarHeader } from './support/tar-builder.js';
+import { gz, gzipWithZeros, padded, paxRecord, rawTar, ustarHeader } from './support/tar-builder.js';
 import { MiB } from './support/wait.js';
 
 const LIMITS: ImportLimits = { maxEntries: 1000, maxPathLength: 1024, maxUncompressedBytes: 64 * MiB, maxCompressedBytes: 64 * MiB };
@@ -218,7 +218,7 @@ describe('validateTarGz: symlinks', () => {
     ['to a directory', [{ name: 'd/', type: '5' }, { name: 'hard', type: '1', linkname: 'd' }], 'not a regular file earlier in the archive'],
     ['to a symlink', [{ name: 'f', data: Buffer.from('x') }, { name: 's', type: '2', linkname: 'f' }, { name: 'hard', type: '1', linkname: 's' }], 'not a regular file earlier in the archive: "hard" -> "s"'],
     ['through a symlinked directory', [{ name: 'd/f', data: Buffer.from('x') }, { name: 'e', type: '2', linkname: 'd' }, { name: 'hard', type: '1', linkname: 'e/f' }], 'not a regular file earlier in the archive'],
-    ['carrying data', [{ name: 'f', data: Buffer.from('x') }, { name: 'hard', type: '1', linkname: 'f', data: Buffer.from('y') }], 'hardlink carries data'],
+    ['carrying data', [{ name: 'f', data: Buffer.from('x') }, { name: 'hard', type: '1', linkname: 'f', data: Buffer.from('y') }], '"hard", an entry of type "1", declares 1 bytes of data'],
     // The parser itself refuses an empty link name.
     ['without a target', [{ name: 'hard', type: '1', linkname: '' }], 'invalid tar data at "hard"'],
   ])('refuses a hardlink %s', async (_label, entries, why) => {
@@ -288,21 +288,21 @@ describe('validateTarGz: sizes and bombs', () => {
 
   it('refuses a negative size (base-256)', async () => {
     const sizeField = Buffer.alloc(12, 0xff);
-    await expectRefused(gz(rawTar([{ name: 'neg', sizeField }])), 'invalid_archive', 'invalid size', 'neg');
+    await expectRefused(gz(rawTar([{ name: 'neg', sizeField }])), 'invalid_archive', 'ambiguous tar headers', 'negative size of "neg"');
   });
 
   it('refuses a symlink that carries data', async () => {
-    await expectRefused(gz(rawTar([{ name: 'fat-link', type: '2', linkname: 'x', data: Buffer.from('hidden') }])), 'invalid_archive', 'symlink carries data', 'fat-link');
+    await expectRefused(gz(rawTar([{ name: 'fat-link', type: '2', linkname: 'x', data: Buffer.from('hidden') }])), 'invalid_archive', 'ambiguous tar headers', '"fat-link", an entry of type "2", declares 6 bytes of data');
   });
 
   it('refuses a directory whose PAX size disagrees with its header', async () => {
     // Readers that honour the PAX size would skip the next 512 bytes that others read as a header.
-    await expectRefused(gz(rawTar([{ name: 'dir/', type: '5', pax: { size: '512' } }])), 'invalid_archive', 'conflicting sizes', 'dir/');
+    await expectRefused(gz(rawTar([{ name: 'dir/', type: '5', pax: { size: '512' } }])), 'invalid_archive', '"dir/", an entry of type "5", declares 512 bytes of data');
   });
 
   it('refuses an oversized metadata header', async () => {
     const tar = rawTar([{ name: 'after-meta', pax: { comment: 'c'.repeat(2 * MiB) } }]);
-    await expectRefused(gz(tar), 'invalid_archive', 'metadata header ExtendedHeader is too large');
+    await expectRefused(gz(tar), 'invalid_archive', 'metadata header of 2097169 bytes');
   });
 
   it('refuses a body cut short', async () => {
@@ -496,5 +496,70 @@ describe('validateTarGz: streaming contract', () => {
       },
     });
     await expect(validateTarGz(source, LIMITS)).rejects.toBe(boom);
+  });
+});
+
+/**
+ * Archives whose headers node-tar (the validator's parser) and GNU tar (the extractor) read
+ * differently: each was accepted before, and GNU tar then made what the validator never saw (a
+ * device node and a setuid file, a 100 GiB sparse file, a hardlink to an escaping symlink).
+ */
+describe('validateTarGz: headers GNU tar would read differently', () => {
+  const meta = (type: string, body: Buffer) => Buffer.concat([ustarHeader({ name: 'PaxHeader/x', type, mode: 0o644, size: body.length }), padded(body)]);
+  const header = (e: { name: string; type: string; mode?: number; size?: number; linkname?: string }) => ustarHeader({ mode: 0o644, size: 0, ...e });
+  const file = (name: string, data: Buffer) => Buffer.concat([header({ name, type: '0', size: data.length }), padded(data)]);
+  const archive = (...parts: Buffer[]) => gz(Buffer.concat([...parts, Buffer.alloc(1024)]));
+
+  it('a PAX value holding a newline, which node-tar splits into a record GNU tar never reads', async () => {
+    // node-tar reads size=1024 from inside the comment and skips the next two blocks as data;
+    // GNU tar reads size=0 and extracts those blocks: a device node and a setuid file.
+    const pax = Buffer.from(paxRecord('size', '0') + paxRecord('comment', `z\n${paxRecord('size', '1024').slice(0, -1)}`));
+    const hidden = Buffer.concat([header({ name: 'null2', type: '3', mode: 0o666 }), header({ name: 'suid', type: '0', mode: 0o4755 })]);
+    const err = await expectRefused(archive(file('a', Buffer.from('hello')), meta('x', pax), header({ name: 'f', type: '0', size: 1024 }), hidden), 'invalid_archive', 'ambiguous tar headers', 'PAX record comment holds a newline');
+    expect(err.message).not.toContain('null2');
+  });
+
+  it('GNU sparse PAX records (a tiny upload that GNU tar expands to any size, under another name)', async () => {
+    const data = Buffer.from('pwned');
+    const pax = Buffer.from(['GNU.sparse.major=1', 'GNU.sparse.minor=0', 'GNU.sparse.name=../outside/pwn', `GNU.sparse.realsize=${100 * 1024 ** 3}`].map((r) => paxRecord(r.split('=')[0]!, r.split('=')[1]!)).join(''));
+    const body = Buffer.concat([padded(Buffer.from(`1\n0\n${data.length}\n`)), data]);
+    await expectRefused(archive(meta('x', pax), file('GNUSparseFile.0/x', body)), 'invalid_archive', 'PAX record GNU.sparse.major is not allowed');
+  });
+
+  it('a global PAX header, whose linkpath node-tar applies where GNU tar lets the entry\'s own win', async () => {
+    const parts = [header({ name: 'a/b/', type: '5', mode: 0o755 }), header({ name: 'a/b/s', type: '2', linkname: '../../x' }), file('f', Buffer.from('x'))];
+    await expectRefused(
+      archive(...parts, meta('g', Buffer.from(paxRecord('linkpath', 'f'))), meta('x', Buffer.from(paxRecord('linkpath', 'a/b/s'))), header({ name: 'h', type: '1', linkname: 'f' })),
+      'invalid_archive',
+      'global PAX headers are not allowed',
+    );
+  });
+
+  it('a PAX linkpath and a GNU long link name for one entry (each reader takes a different one)', async () => {
+    const longLink = Buffer.concat([ustarHeader({ name: '././@LongLink', type: 'K', mode: 0o644, size: 2 }), padded(Buffer.from('f\0'))]);
+    await expectRefused(
+      archive(file('f', Buffer.from('x')), header({ name: 's', type: '2', linkname: 'f' }), meta('x', Buffer.from(paxRecord('linkpath', 's'))), longLink, header({ name: 'h', type: '1', linkname: 'f' })),
+      'invalid_archive',
+      'both a PAX linkpath and a GNU long link name',
+    );
+  });
+
+  it.each([
+    ['a PAX mode, which node-tar applies and GNU tar ignores (setuid in the header)', () => archive(meta('x', Buffer.from(paxRecord('mode', '493'))), Buffer.concat([header({ name: 'suid', type: '0', mode: 0o4755 })])), 'PAX record mode is not allowed'],
+    ['a PAX type, which node-tar applies and GNU tar ignores', () => archive(meta('x', Buffer.from(paxRecord('type', '0'))), header({ name: 'dev', type: '3' })), 'PAX record type is not allowed'],
+    ['a key given twice in one PAX header', () => archive(meta('x', Buffer.from(paxRecord('path', 'a') + paxRecord('path', 'b'))), file('x', Buffer.from('1'))), 'PAX record path given twice'],
+    ['two PAX headers for one entry', () => archive(meta('x', Buffer.from(paxRecord('path', 'a'))), meta('x', Buffer.from(paxRecord('path', 'b'))), file('x', Buffer.from('1'))), 'two x headers for one entry'],
+    ['a PAX record whose length overruns its header', () => archive(meta('x', Buffer.from('99 path=a\n')), file('x', Buffer.from('1'))), 'PAX record overruns its header'],
+    ['a directory with a size in its header, which node-tar drops and GNU tar skips', () => archive(header({ name: 'd', type: '5', size: 1024 }), Buffer.alloc(1024)), '"d", an entry of type "5", declares 1024 bytes of data'],
+    ['a file named like a directory, with data', () => archive(file('d/', Buffer.from('x'.repeat(600)))), 'named like a directory declares 600 bytes'],
+  ])('%s', async (_label, build, why) => {
+    await expectRefused(build(), 'invalid_archive', 'ambiguous tar headers', why);
+  });
+
+  it('still accepts what GNU tar, bsdtar-style PAX and old writers make: long names, PAX times and xattrs, a directory named with a trailing slash', async () => {
+    const pax = Buffer.from(paxRecord('path', `${'d'.repeat(120)}/${'n'.repeat(120)}`) + paxRecord('mtime', '1700000000.123456789') + paxRecord('SCHILY.xattr.user.x', 'v') + paxRecord('LIBARCHIVE.creationtime', '1700000000'));
+    const ok = archive(header({ name: `${'d'.repeat(120)}/`.slice(0, 99), type: '5', mode: 0o755 }), meta('x', pax), file('short', Buffer.from('abc')), header({ name: 'olddir/', type: '0' }));
+    const summary = await validateTarGz(chunked(ok), LIMITS);
+    expect({ files: summary.files, dirs: summary.dirs }).toEqual({ files: 1, dirs: 2 });
   });
 });

@@ -5,6 +5,7 @@ import zlib from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { MAX_NAME_BYTES } from '../sandbox/sandbox-paths.js';
 import { CagedError } from '../shared/errors.js';
+import { AmbiguousHeader, TarHeaderScanner } from './tar-headers.js';
 
 export interface ImportLimits {
   maxEntries: number;
@@ -184,6 +185,8 @@ class TarValidator {
   private inPush = false;
   private readonly root: TreeNode = { kind: 'dir', children: new Map() };
   private readonly links: Array<{ segments: string[]; target: string; name: string }> = [];
+  /** GNU tar's reading of the same headers (it extracts what this accepts): the two must agree. */
+  private readonly scanner = new TarHeaderScanner();
 
   constructor(private readonly limits: ImportLimits) {
     // strict turns every parser warning (bad checksum, truncation, bad header) into an error.
@@ -245,7 +248,14 @@ class TarValidator {
         const body = this.current?.blockRemain ?? 0;
         const room = body > 0 ? body : BLOCK - (this.parserPos % BLOCK);
         const n = Math.min(room, chunk.length - off);
-        this.parser.write(chunk.subarray(off, off + n));
+        const piece = chunk.subarray(off, off + n);
+        try {
+          this.scanner.push(piece);
+        } catch (err) {
+          if (err instanceof AmbiguousHeader) throw invalid(`ambiguous tar headers (GNU tar would read them differently): ${err.message}`);
+          throw err;
+        }
+        this.parser.write(piece);
         this.parserPos += n;
         off += n;
         if (this.failure !== undefined) throw this.failure;
@@ -269,6 +279,7 @@ class TarValidator {
       if (this.failure !== undefined) throw this.failure;
       throw invalid(this.entries === 0 ? 'not a tar archive' : 'truncated archive: end-of-archive marker missing');
     }
+    if (this.scanner.waiting > 0) throw invalid('ambiguous tar headers (GNU tar would read them differently): entries node-tar did not see');
     this.checkSymlinkChains();
   }
 
@@ -305,6 +316,22 @@ class TarValidator {
     }
   }
 
+  /** The entry as node-tar read it must be the entry GNU tar will read from the same bytes. */
+  private checkSameReading(entry: ReadEntry): void {
+    const gnu = this.scanner.take();
+    const node = { type: entry.header.typeKey, path: entry.path, linkpath: entry.linkpath ?? '', size: entry.size, mode: entry.mode ?? 0 };
+    if (
+      !gnu ||
+      gnu.type !== node.type ||
+      gnu.path !== node.path ||
+      (gnu.linkpath !== node.linkpath && (node.type === '1' || node.type === '2')) ||
+      gnu.size !== node.size ||
+      gnu.mode !== node.mode
+    ) {
+      throw invalid(`ambiguous tar headers (GNU tar would read them differently) at ${q(node.path)}`);
+    }
+  }
+
   private checkEntry(entry: ReadEntry): void {
     const name = entry.path;
     this.entries++;
@@ -315,6 +342,7 @@ class TarValidator {
       // GNU tar stops at a lone zero block while node-tar reads on: the two would disagree on content.
       throw invalid(`zero block before entry ${q(name)}`);
     }
+    this.checkSameReading(entry);
 
     const type = KIND_BY_TYPE.get(entry.type);
     if (!type) throw invalid(`entry type ${entry.type} is not allowed: ${q(name)}`);

@@ -50,12 +50,12 @@ export function ustarHeader(e: { name: string; type: string; mode: number; size:
   return h;
 }
 
-function padded(data: Buffer): Buffer {
+export function padded(data: Buffer): Buffer {
   const rem = data.length % 512;
   return rem === 0 ? data : Buffer.concat([data, Buffer.alloc(512 - rem)]);
 }
 
-function paxRecord(key: string, value: string): string {
+export function paxRecord(key: string, value: string): string {
   const body = ` ${key}=${value}\n`;
   let len = Buffer.byteLength(body) + 1;
   while (String(len).length + Buffer.byteLength(body) !== len) len = String(len).length + Buffer.byteLength(body);
