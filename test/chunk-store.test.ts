@@ -83,6 +83,8 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
   it('rebuilds the same tree: kinds, modes, times, hardlinks, holes, non-UTF-8 names', async () => {
     const tree = fs.mkdtempSync(path.join(work, 'tree-'));
     populateFullTree(tree);
+    fs.writeFileSync(path.join(tree, 'proj/before-1970.txt'), '');
+    fs.utimesSync(path.join(tree, 'proj/before-1970.txt'), '-1500.25', '-1500.25');
     const first = await snapshot(tree);
     const logical = 12 + 11 + (6 * MiB + 12345) * 2 + 24 * MiB + 13 + Array.from({ length: 40 }, (_, i) => `file ${i}\n`.length * i * 50).reduce((a, b) => a + b, 0);
     expect(first.logicalBytes).toBe(logical);
@@ -93,6 +95,8 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     const restored = await restore(first.key, first.sha256);
     expect(describeFullTree(restored)).toEqual(describeFullTree(tree));
     expect(describeFullTree(restored).find((e) => e.path === 'proj/sparse.img')?.sparse).toBe(true);
+    // A time before 1970 comes back as itself (Node's utimes takes a negative number for "now").
+    expect(fs.lstatSync(path.join(restored, 'proj/before-1970.txt'), { bigint: true }).mtimeNs).toBe(-1_500_250_000_000n);
     // Times below the microsecond: the manifest keeps nanoseconds, the restore sets the nearest
     // time utimes can express (a double: within 120 ns today), never a truncated microsecond.
     const mtimes = (root: string) => ['proj/src/main.py', 'proj'].map((p) => fs.lstatSync(path.join(root, p), { bigint: true }).mtimeNs);

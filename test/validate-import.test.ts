@@ -225,6 +225,10 @@ describe('validateTarGz: symlinks', () => {
     await expectRefused(gz(rawTar(entries as Parameters<typeof rawTar>[0])), 'invalid_archive', why);
   });
 
+  it('a hardlink target longer than maxPathLength is limit_exceeded, as a name of that length is', async () => {
+    await expectRefused(gz(rawTar([{ name: 'f', data: Buffer.from('x') }, { name: 'hard', type: '1', linkname: 'f', pax: { linkpath: 'x'.repeat(1100) } }])), 'limit_exceeded', 'path longer than 1024 bytes');
+  });
+
   it('accepts a hardlink to an earlier regular file, then refuses a path through it', async () => {
     const ok = rawTar([{ name: 'd/f', data: Buffer.from('abc') }, { name: 'hard', type: '1', linkname: './d/f' }]);
     expect((await validateTarGz(chunked(gz(ok)), LIMITS)).files).toBe(2);

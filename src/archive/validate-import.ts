@@ -452,7 +452,7 @@ class TarValidator {
     try {
       segments = this.checkPath(target);
     } catch (err) {
-      if (err instanceof CagedError) throw invalid(`hardlink ${q(name)} has an invalid target: ${err.message}`);
+      if (err instanceof CagedError && err.code === 'invalid_archive') throw invalid(`hardlink ${q(name)} has an invalid target: ${err.message}`);
       throw err;
     }
     if (this.lookup(segments)?.kind !== 'file') {

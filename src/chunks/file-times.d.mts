@@ -1,1 +1,1 @@
-export declare function utimesSeconds(ns: bigint | string): number;
+export declare function utimesSeconds(ns: bigint | string): number | string;

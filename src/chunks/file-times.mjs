@@ -8,5 +8,7 @@
  */
 export function utimesSeconds(ns) {
   const n = BigInt(ns);
-  return Number(n / 1_000_000_000n) + Number(n % 1_000_000_000n) / 1e9;
+  const seconds = Number(n / 1_000_000_000n) + Number(n % 1_000_000_000n) / 1e9;
+  // Node takes a negative number (a time before 1970) for "now"; a numeric string it takes as it is.
+  return seconds < 0 ? String(seconds) : seconds;
 }

@@ -3,7 +3,7 @@ import type { S3Config } from '../config.js';
 import type { BlobStore, RetryInfo } from './blob-store.js';
 import { FsBlobStore } from './fs-blob-store.js';
 import { RetryingBlobStore } from './retrying-blob-store.js';
-import { S3BlobStore } from './s3-blob-store.js';
+import { S3BlobStore, type S3Credentials } from './s3-blob-store.js';
 
 export type { BlobStore, BlobInfo, PutOptions, RetryInfo } from './blob-store.js';
 export { RetryingBlobStore, withRetry, type RetryPolicy } from './retrying-blob-store.js';
@@ -16,9 +16,16 @@ export { S3BlobStore } from './s3-blob-store.js';
  * classified (storage_error, storage_unavailable) and transient ones retried for storageRetryMs.
  * S3 credentials come from the default AWS chain.
  */
-export function createBlobStore(cfg: { dataDir: string; s3?: S3Config; storageRetryMs: number; onRetry?: (info: RetryInfo) => void }): BlobStore {
+export function createBlobStore(cfg: {
+  dataDir: string;
+  s3?: S3Config;
+  /** Instead of the default AWS chain (tests against local servers). */
+  s3Credentials?: S3Credentials;
+  storageRetryMs: number;
+  onRetry?: (info: RetryInfo) => void;
+}): BlobStore {
   const inner = cfg.s3
-    ? new S3BlobStore({ ...cfg.s3, requestTimeoutMs: cfg.s3.requestTimeoutMs ?? s3RequestTimeoutMs(cfg.storageRetryMs) })
+    ? new S3BlobStore({ ...cfg.s3, requestTimeoutMs: cfg.s3.requestTimeoutMs ?? s3RequestTimeoutMs(cfg.storageRetryMs) }, { credentials: cfg.s3Credentials })
     : new FsBlobStore(path.join(cfg.dataDir, 'blobs'));
   return new RetryingBlobStore(inner, { totalMs: cfg.storageRetryMs, onRetry: cfg.onRetry });
 }

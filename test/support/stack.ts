@@ -7,11 +7,8 @@ import { NativeConnection, Runtime, DefaultLogger, type Worker } from '@temporal
 import pino from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { openCatalog, type CatalogDb } from '../../src/catalog/db.js';
-import { FsBlobStore } from '../../src/storage/fs-blob-store.js';
-import { S3BlobStore } from '../../src/storage/s3-blob-store.js';
 import type { BlobStore, RetryInfo } from '../../src/storage/blob-store.js';
-import { RetryingBlobStore } from '../../src/storage/retrying-blob-store.js';
-import { s3RequestTimeoutMs } from '../../src/storage/index.js';
+import { createBlobStore } from '../../src/storage/index.js';
 import { LocalSandboxRuntime } from '../../src/sandbox/local-runtime.js';
 import { createWorkers } from '../../src/app/worker.js';
 import { buildServer } from '../../src/api/server.js';
@@ -88,10 +85,12 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
     limits: { ...base.limits, ...opts.limits },
   };
   const db = await openCatalog(opts.catalog === 'pglite' ? {} : { databaseUrl: opts.databaseUrl ?? inject('databaseUrl'), onConnectionError: () => {} });
-  const inner: BlobStore =
-    opts.store === 's3'
-      ? new S3BlobStore(
-          {
+  // As the app wires it: classified, transient failures retried within the bound, and S3's request timeout derived from it.
+  const store = createBlobStore({
+    dataDir: dir,
+    s3:
+      opts.store === 's3'
+        ? {
             bucket: inject('s3Bucket'),
             endpoint: opts.s3Endpoint ?? inject(opts.s3Server === 's3rver' ? 's3rverEndpoint' : 's3Endpoint'),
             region: 'us-east-1',
@@ -99,13 +98,13 @@ export async function startStack(opts: StackOptions = {}): Promise<TestStack> {
             prefix: `${queue}/`,
             partSizeBytes: 5 * 1024 * 1024,
             queueSize: 2,
-            requestTimeoutMs: opts.s3RequestTimeoutMs ?? s3RequestTimeoutMs(opts.storageRetryMs ?? config.storageRetryMs),
-          },
-          { credentials: { accessKeyId: 'test', secretAccessKey: 'test' } },
-        )
-      : new FsBlobStore(path.join(dir, 'blobs'));
-  // As the app wires it (createBlobStore): classified, and transient failures retried within the bound.
-  const store = new RetryingBlobStore(inner, { totalMs: opts.storageRetryMs ?? config.storageRetryMs, onRetry: opts.onStorageRetry });
+            ...(opts.s3RequestTimeoutMs && { requestTimeoutMs: opts.s3RequestTimeoutMs }),
+          }
+        : undefined,
+    s3Credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    storageRetryMs: opts.storageRetryMs ?? config.storageRetryMs,
+    onRetry: opts.onStorageRetry,
+  });
   const runtime = new LocalSandboxRuntime({ baseDir: path.join(dir, 'sandboxes'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
   const log = pino({ level: process.env.CAGED_TEST_LOG ?? 'silent' });
   const address = opts.temporalAddress ?? inject('temporalAddress');

@@ -20,8 +20,7 @@ import pino from 'pino';
 import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
 import { Context } from '@temporalio/activity';
 import { openCatalog } from '../../src/catalog/db.js';
-import { S3BlobStore } from '../../src/storage/s3-blob-store.js';
-import { RetryingBlobStore } from '../../src/storage/retrying-blob-store.js';
+import { createBlobStore } from '../../src/storage/index.js';
 import { LocalSandboxRuntime } from '../../src/sandbox/local-runtime.js';
 import { createWorkers, runWorkers } from '../../src/app/worker.js';
 import { loadConfig } from '../../src/config.js';
@@ -67,8 +66,10 @@ async function main() {
   installProcessGuards(log, 'worker-process');
   const db = await openCatalog({ databaseUrl: env('DATABASE_URL'), onConnectionError: (err) => log.warn({ err: err.message }, 'catalog connection error') });
   const config = loadConfig({}, 'dev');
-  const inner = new S3BlobStore(
-    {
+  // As the app wires it.
+  const store = createBlobStore({
+    dataDir: env('CAGED_TEST_SANDBOXES_DIR'),
+    s3: {
       bucket: env('CAGED_TEST_S3_BUCKET'),
       endpoint: env('CAGED_TEST_S3_ENDPOINT'),
       region: 'us-east-1',
@@ -77,10 +78,9 @@ async function main() {
       partSizeBytes: 5 * 1024 * 1024,
       queueSize: 2,
     },
-    { credentials: { accessKeyId: 'test', secretAccessKey: 'test' } },
-  );
-  // As the app wires it (createBlobStore).
-  const store = new RetryingBlobStore(inner, { totalMs: config.storageRetryMs });
+    s3Credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+    storageRetryMs: config.storageRetryMs,
+  });
   const runtime = new LocalSandboxRuntime({ baseDir: env('CAGED_TEST_SANDBOXES_DIR'), templatesDir: path.join(PROJECT_ROOT, 'templates') });
   const deps: ActivityDeps = {
     db,
