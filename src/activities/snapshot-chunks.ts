@@ -51,6 +51,10 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
   const signal = Context.current().cancellationSignal;
   const { pool, packs } = chunkContext(deps);
   return progress.during(async () => {
+    // Where the time goes, logged with the result: an unchanged tree should cost the walk alone.
+    const t0 = performance.now();
+    const ms = { prepare: 0, parent: 0, quiesce: 0, write: 0, record: 0 };
+    const lap = (k: keyof typeof ms, since: number) => (ms[k] = Math.round(performance.now() - since));
     const prepared = await whileCatalogUnavailable(
       async () => {
         await dropSnapshotRefs(db, input.snapshotId);
@@ -68,6 +72,8 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
       { totalMs: CATALOG_WAIT_MS, signal },
     );
     await store.abortIncomplete(input.objectKey);
+    lap('prepare', t0);
+    const t1 = performance.now();
     let parent: ParentManifest | undefined;
     if (prepared.parent) {
       const fetched = await fetchParentManifest(store, prepared.parent, path.join(hooks.spoolDir, `parent-${input.snapshotId}.ndjson.zst`), signal);
@@ -75,7 +81,11 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
       parent = fetched.parent;
     }
     const sizeLimits = snapshotSizeCheck(limits, prepared.usedByOthers);
+    lap('parent', t1);
+    const t2 = performance.now();
     await hooks.beforeRead?.();
+    lap('quiesce', t2);
+    const t3 = performance.now();
     let uploaded = 0;
     const result = await writeSnapshot({
       db,
@@ -101,6 +111,8 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
           }
         : undefined,
     });
+    lap('write', t3);
+    const t4 = performance.now();
     await whileCatalogUnavailable(
       () => recordChunkedSnapshot(db, input.snapshotId, {
           storedBytes: result.storedBytes,
@@ -121,6 +133,7 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
         logicalBytes: result.logicalBytes,
         storedBytes: result.storedBytes,
         packs: result.packs,
+        ms: { ...ms, record: Math.round(performance.now() - t4) },
       },
       'snapshot recorded',
     );

@@ -19,6 +19,8 @@ const BLOCK = 512;
 const MAX_META_BYTES = 1024 * 1024;
 /** Typeflags whose size is a body that follows: regular files. Every other entry must say 0. */
 const FILE_TYPES = new Set(['0', '7']);
+/** A PAX key as GNU tar and node-tar both find it: GNU tar skips any blanks after the length, node-tar none. */
+const PAX_KEY = /^[\x21-\x3c\x3e-\x7e]+$/;
 const META_TYPES = new Set(['x', 'g', 'K', 'L']);
 
 export interface ScannedEntry {
@@ -67,6 +69,25 @@ function numeric(buf: Buffer, off: number, len: number, what: string): number {
 }
 
 /**
+ * The header checksum as GNU tar checks it: a strict octal field equal to the sum of the header's
+ * bytes (the field itself counted as spaces), taken unsigned or signed. node-tar reads the field
+ * leniently, so a header it accepts could be one GNU tar skips, reading what follows as headers.
+ */
+function checkSum(h: Buffer): void {
+  const text = h.toString('latin1', 148, 156).replace(/[\0 ]+$/, '').replace(/^ +/, '');
+  if (!/^[0-7]{1,7}$/.test(text)) throw new AmbiguousHeader(`header checksum field ${JSON.stringify(text)} is not octal`);
+  const want = parseInt(text, 8);
+  let unsigned = 8 * 0x20;
+  let signed = 8 * 0x20;
+  for (let i = 0; i < BLOCK; i++) {
+    if (i >= 148 && i < 156) continue;
+    unsigned += h[i]!;
+    signed += h[i]! > 127 ? h[i]! - 256 : h[i]!;
+  }
+  if (want !== unsigned && want !== signed) throw new AmbiguousHeader(`header checksum of ${JSON.stringify(field(h, 0, 100))} does not match`);
+}
+
+/**
  * PAX records by their length prefix ("LEN KEY=VALUE\n"), as GNU tar reads them. A value with a
  * newline in it, a key given twice, or a GNU.* key (sparse maps, dump directories) is refused.
  */
@@ -88,6 +109,7 @@ function paxRecords(body: Buffer): Map<string, string> {
     if (eq <= 0) throw new AmbiguousHeader('PAX record without a key');
     const key = record.slice(0, eq);
     const value = record.slice(eq + 1);
+    if (!PAX_KEY.test(key)) throw new AmbiguousHeader(`PAX record key ${JSON.stringify(key.slice(0, 64))} holds blanks or control characters`);
     if (value.includes('\n')) throw new AmbiguousHeader(`PAX record ${key} holds a newline`);
     if (out.has(key)) throw new AmbiguousHeader(`PAX record ${key} given twice`);
     if (key.startsWith('GNU.')) throw new AmbiguousHeader(`PAX record ${key} is not allowed (GNU sparse or dump data)`);
@@ -149,6 +171,11 @@ export class TarHeaderScanner {
       this.ended = true;
       return;
     }
+    checkSum(h);
+    // GNU tar takes the ustar prefix on the magic alone; node-tar also wants version "00".
+    if (h.toString('latin1', 257, 263) === 'ustar\0' && h.toString('latin1', 263, 265) !== '00') {
+      throw new AmbiguousHeader(`ustar header of ${JSON.stringify(field(h, 0, 100))} with version ${JSON.stringify(h.toString('latin1', 263, 265))}`);
+    }
     let type = h[156] === 0 ? '0' : String.fromCharCode(h[156]!);
     const size = numeric(h, 124, 12, `size of ${JSON.stringify(field(h, 0, 100))}`);
     if (META_TYPES.has(type)) {
@@ -174,11 +201,12 @@ export class TarHeaderScanner {
     }
     const bodySize = p.paxSize ?? size;
     const name = p.paxPath ?? p.longPath ?? path;
-    // Old writers marked a directory as a file named with a trailing '/'; both readers take it as
-    // one, but node-tar then drops its size, so only an empty one reads the same to both.
-    if (type === '0' && name.endsWith('/')) {
+    // Old writers marked a directory as a file named with a trailing '/'. GNU tar takes any
+    // regular type so (and skips no body); node-tar only '0' and '\0', and drops the size: only an
+    // empty one reads the same to both, and a '7' not at all (the readings then differ).
+    if ((type === '0' || type === '7') && name.endsWith('/')) {
       if (bodySize !== 0) throw new AmbiguousHeader(`file ${JSON.stringify(name)} named like a directory declares ${bodySize} bytes of data`);
-      type = '5';
+      if (type === '0') type = '5';
     }
     if (!FILE_TYPES.has(type) && bodySize !== 0) {
       throw new AmbiguousHeader(`${JSON.stringify(name.slice(0, 200))}, an entry of type ${JSON.stringify(type)}, declares ${bodySize} bytes of data`);

@@ -44,9 +44,15 @@ export function ustarHeader(e: { name: string; type: string; mode: number; size:
   putString(h, 263, 2, '00');
   putString(h, 265, 32, 'root');
   putString(h, 297, 32, 'root');
+  return withChecksum(h);
+}
+
+/** Writes the header's checksum field (after a test changed other bytes); `format` shapes the field. */
+export function withChecksum(h: Buffer, format = (sum: number) => sum.toString(8).padStart(6, '0') + '\0 '): Buffer {
+  h.fill(0x20, 148, 156);
   let sum = 0;
   for (const byte of h) sum += byte;
-  putString(h, 148, 8, sum.toString(8).padStart(6, '0') + '\0 ');
+  putString(h, 148, 8, format(sum));
   return h;
 }
 
