@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,7 +47,7 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     fs.rmSync(work, { recursive: true, force: true });
   });
 
-  async function snapshot(tree: string, parentSnapshot?: { snapshotId: string; key: string; sha256: string }): Promise<WriteSnapshotResult & { snapshotId: string; key: string }> {
+  async function snapshot(tree: string, parentSnapshot?: { snapshotId: string; key: string; sha256: string }, plainOnly = false): Promise<WriteSnapshotResult & { snapshotId: string; key: string }> {
     const snapshotId = newSnapshotId();
     await reserveSnapshot(stack.db, { id: snapshotId, accountId, sandboxId, name: snapshotId, kind: 'manual' }, stack.config.limits);
     const key = layout.manifest(sandboxId, snapshotId);
@@ -65,6 +66,7 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
       manifestKey: key,
       parent,
       spoolDir,
+      plainOnly,
       signal: new AbortController().signal,
     });
     return { ...r, snapshotId, key };
@@ -104,6 +106,20 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     expect([fileNs! % 1000n, dirNs! % 1000n]).not.toEqual([0n, 0n]);
     const [gotFile, gotDir] = mtimes(restored);
     for (const [got, want] of [[gotFile!, fileNs!], [gotDir!, dirNs!]] as const) expect(got > want ? got - want : want - got).toBeLessThanOrEqual(120n);
+  });
+
+  it('for an import, refuses a FIFO or a setuid file in the extracted tree (whatever the extractor made of the archive)', async () => {
+    for (const [make, what] of [
+      [(t: string) => execFileSync('mkfifo', [path.join(t, 'pipe')]), 'a FIFO at "pipe"'],
+      [(t: string) => (fs.writeFileSync(path.join(t, 'suid'), 'x'), fs.chmodSync(path.join(t, 'suid'), 0o4755)), 'a setuid/setgid entry at "suid"'],
+    ] as const) {
+      const tree = fs.mkdtempSync(path.join(work, 'tree-'));
+      fs.writeFileSync(path.join(tree, 'a.txt'), randomBytes(1000));
+      make(tree);
+      const err = await snapshot(tree, undefined, true).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CagedError);
+      expect(err).toMatchObject({ code: 'invalid_archive', message: `the extracted archive holds ${what}, which import does not allow` });
+    }
   });
 
   it('reads only changed files the next time and stores only their new chunks', async () => {

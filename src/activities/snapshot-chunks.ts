@@ -38,6 +38,8 @@ export interface RecordTreeHooks {
   spoolDir: string;
   /** Whether to compare with the sandbox's previous snapshot (not for imports). */
   incremental: boolean;
+  /** Refuse devices, FIFOs and setuid/setgid files (imports). */
+  plainOnly?: boolean;
 }
 
 /**
@@ -99,6 +101,7 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
       manifestKey: input.objectKey,
       parent,
       spoolDir: hooks.spoolDir,
+      plainOnly: hooks.plainOnly,
       signal,
       putOptions: () => ({ ...progress.storeHooks, signal }),
       afterRead: hooks.afterRead,

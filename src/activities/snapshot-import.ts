@@ -75,7 +75,7 @@ async function importChunked(deps: ActivityDeps, input: ConvertImportInput, prog
       { operationId: input.operationId, accountId: row.account_id, snapshotId: input.snapshotId, objectKey: input.objectKey },
       tree,
       progress,
-      { spoolDir, incremental: false },
+      { spoolDir, incremental: false, plainOnly: true },
     );
     await progress.flush();
     return { sizeBytes, sha256 };

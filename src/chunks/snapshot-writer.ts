@@ -53,6 +53,11 @@ export interface WriteSnapshotOptions {
   parent?: ParentManifest;
   /** Spool space for remote stores (packs, the manifest), on the sandbox's own disk. */
   spoolDir?: string;
+  /**
+   * Refuse devices, FIFOs and setuid/setgid files (imports): the validator refused them in the
+   * archive already, and this holds whatever the extractor made, however it read the archive.
+   */
+  plainOnly?: boolean;
   signal: AbortSignal;
   putOptions?: () => PutOptions;
   /** Runs once every file has been read: the sandbox may continue while the rest is stored. */
@@ -328,6 +333,7 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
       throwIfFailed();
       const entry = entryOf(o.tree, w, hardlinks);
       if (!entry) continue;
+      if (o.plainOnly) assertPlain(entry);
       const slot: Slot = { entry, ready: entry.type !== 'file' };
       slots.push(slot);
       if (entry.type !== 'file') continue;
@@ -380,6 +386,14 @@ export async function writeSnapshot(o: WriteSnapshotOptions): Promise<WriteSnaps
   } finally {
     await parentIter?.return(undefined).catch(() => {});
   }
+}
+
+function assertPlain(e: ManifestEntry): void {
+  const name = JSON.stringify(e.path.toString('utf8').slice(0, 200));
+  if (e.type === 'fifo' || e.type === 'char' || e.type === 'block') {
+    throw new CagedError('invalid_archive', `the extracted archive holds a ${e.type === 'fifo' ? 'FIFO' : 'device node'} at ${name}, which import does not allow`);
+  }
+  if (e.mode & 0o6000) throw new CagedError('invalid_archive', `the extracted archive holds a setuid/setgid entry at ${name}, which import does not allow`);
 }
 
 /** A parent's entry still describes the file: same size, mtime, ctime and inode, and not changed right before the parent's walk. */
