@@ -578,6 +578,19 @@ describe('validateTarGz: headers GNU tar would read differently', () => {
       },
       'ustar header of "evil" with version',
     ],
+    // GNU tar reads a long name from its whole padded block up to a NUL, node-tar to the declared size.
+    [
+      'a GNU long name with more name in its padding (a write through symlink "ab")',
+      () => {
+        const body = Buffer.alloc(512);
+        Buffer.from('ab/x').copy(body);
+        return archive(header({ name: 'sub/', type: '5', mode: 0o755 }), header({ name: 'ab', type: '2', linkname: 'sub' }), ustarHeader({ name: '././@LongLink', type: 'L', mode: 0o644, size: 1 }), body, file('ignored', Buffer.from('PWNED')));
+      },
+      'GNU long name with data in its padding',
+    ],
+    ['a contiguous file named like a directory, empty (GNU tar makes a directory of it)', () => archive(header({ name: 'd/', type: '7', mode: 0o1777 })), 'ambiguous tar headers (GNU tar would read them differently) at "d/"'],
+    // Blanks GNU tar reads as -1: a mode of 07777, setuid and setgid.
+    ['a mode field of blanks', () => archive(withChecksum((() => { const h = header({ name: 'm', type: '0' }); h.fill(0x20, 100, 108); return h; })())), 'mode of "m" is blank'],
     // node-tar reads "0074008" as 074 (its parseInt stops at the 8); GNU tar refuses it and reads on.
     ['a checksum field only a lenient reader takes', () => archive(withChecksum(header({ name: 'a', type: '0' }), (sum) => `${sum.toString(8).padStart(6, '0')}8 `)), 'header checksum field'],
   ])('%s', async (_label, build, why) => {

@@ -37,6 +37,12 @@ function supervise(child: ChildProcess, what: string, signal?: AbortSignal): Pro
   });
 }
 
+/**
+ * The C locale: GNU tar converts PAX names from UTF-8 to the locale's character set, so under a
+ * single-byte locale a PAX name and a raw header name the import validator sees as different could
+ * be one file to tar. Names are bytes in C, as the validator reads them.
+ */
+const TOOL_ENV = { ...process.env, LC_ALL: 'C' };
 const TAR_CREATE = ['--create', '--file=-', '--numeric-owner', '--sparse'];
 const TAR_EXTRACT = ['--extract', '--file=-', '--numeric-owner', '--same-permissions'];
 const ZSTD_PACK = ['-1', '-T0', '-q', '-c'];
@@ -51,10 +57,10 @@ type Io = 'pipe' | 'ignore' | number;
  * follows with EOF or a broken pipe), tar's first: its errors say what went wrong.
  */
 function pipeTools(first: [string, string[], string], second: [string, string[], string], input: Io, output: Io, signal?: AbortSignal) {
-  const a = spawn(first[0], first[1], { stdio: [input, 'pipe', 'pipe'] });
+  const a = spawn(first[0], first[1], { stdio: [input, 'pipe', 'pipe'], env: TOOL_ENV });
   let b: ChildProcess;
   try {
-    b = spawn(second[0], second[1], { stdio: [a.stdout!, output, 'pipe'] });
+    b = spawn(second[0], second[1], { stdio: [a.stdout!, output, 'pipe'], env: TOOL_ENV });
   } catch (err) {
     a.kill('SIGKILL');
     throw err;

@@ -63,7 +63,11 @@ function numeric(buf: Buffer, off: number, len: number, what: string): number {
     return n;
   }
   const text = raw.toString('latin1').replace(/[\0 ]+$/, '').replace(/^ +/, '');
-  if (text === '') return 0;
+  // All NULs is 0 to every reader; blanks GNU tar reads as -1 (a mode of 07777) or refuses.
+  if (text === '') {
+    if (raw.includes(0x20)) throw new AmbiguousHeader(`${what} is blank`);
+    return 0;
+  }
   if (!/^[0-7]+$/.test(text)) throw new AmbiguousHeader(`${what} is not octal: ${JSON.stringify(text)}`);
   return parseInt(text, 8);
 }
@@ -146,8 +150,14 @@ export class TarHeaderScanner {
       if (this.skip > 0) {
         const n = Math.min(this.skip, chunk.length - off);
         if (this.meta) {
-          chunk.copy(this.meta.body, this.meta.fill, off, off + Math.min(n, this.meta.body.length - this.meta.fill));
-          this.meta.fill += Math.min(n, this.meta.body.length - this.meta.fill);
+          const take = Math.min(n, this.meta.body.length - this.meta.fill);
+          chunk.copy(this.meta.body, this.meta.fill, off, off + take);
+          this.meta.fill += take;
+          // GNU tar reads a long name from the whole padded block, up to a NUL: bytes in the
+          // padding would lengthen the name it reads beyond the one node-tar reads.
+          if ((this.meta.type === 'L' || this.meta.type === 'K') && !chunk.subarray(off + take, off + n).every((b) => b === 0)) {
+            throw new AmbiguousHeader(`GNU long ${this.meta.type === 'L' ? 'name' : 'link name'} with data in its padding`);
+          }
         }
         this.skip -= n;
         off += n;
@@ -206,7 +216,8 @@ export class TarHeaderScanner {
     // empty one reads the same to both, and a '7' not at all (the readings then differ).
     if ((type === '0' || type === '7') && name.endsWith('/')) {
       if (bodySize !== 0) throw new AmbiguousHeader(`file ${JSON.stringify(name)} named like a directory declares ${bodySize} bytes of data`);
-      if (type === '0') type = '5';
+      // A '7' so named then differs from node-tar's reading (a file), and is refused.
+      type = '5';
     }
     if (!FILE_TYPES.has(type) && bodySize !== 0) {
       throw new AmbiguousHeader(`${JSON.stringify(name.slice(0, 200))}, an entry of type ${JSON.stringify(type)}, declares ${bodySize} bytes of data`);
