@@ -145,6 +145,13 @@ describe('validateTarGz: hostile paths', () => {
     expect(err.message).toContain(JSON.stringify(name).slice(1, -1));
   });
 
+  it("refuses a name ending in '.' (GNU tar makes a directory of it, whatever its type), and still takes the root as '.' or './'", async () => {
+    await expectRefused(gz(rawTar([{ name: 'f/.', data: Buffer.from('12345') }])), 'invalid_archive', "path ends in a '.' segment", '"f/."');
+    await expectRefused(gz(rawTar([{ name: 't', data: Buffer.from('x') }, { name: 's/./.', type: '2', linkname: 't' }])), 'invalid_archive', "path ends in a '.' segment");
+    const root = await validateTarGz(chunked(gz(rawTar([{ name: '.', type: '5' }, { name: './', type: '5' }, { name: './a/./b', data: Buffer.from('1') }]))), LIMITS);
+    expect({ files: root.files, dirs: root.dirs }).toEqual({ files: 1, dirs: 2 });
+  });
+
   it('refuses a PAX path that escapes', async () => {
     await expectRefused(gz(rawTar([{ name: 'innocent', pax: { path: '../../root/.ssh/authorized_keys' } }])), 'invalid_archive', '../../root/.ssh/authorized_keys');
   });

@@ -408,6 +408,9 @@ class TarValidator {
     if (/^[A-Za-z]:/.test(name)) throw invalid(`path with a drive letter is not allowed: ${q(name)}`);
     if (name.includes('\\')) throw invalid(`path contains a backslash: ${q(name)}`);
     if (name.split('/').includes('..')) throw invalid(`path contains a '..' segment: ${q(name)}`);
+    // 'f/.' normalises to 'f' here, but GNU tar makes a directory 'f' of it, whatever its type.
+    const trimmed = name.replace(/\/+$/, '');
+    if (trimmed !== '.' && trimmed.endsWith('/.')) throw invalid(`path ends in a '.' segment: ${q(name)}`);
     const normalized = path.posix.normalize(name).replace(/\/+$/, '');
     if (normalized === '' || normalized === '.') return [];
     const segments = normalized.split('/');
