@@ -54,9 +54,14 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
   const { pool, packs } = chunkContext(deps);
   return progress.during(async () => {
     // Where the time goes, logged with the result: an unchanged tree should cost the walk alone.
-    const t0 = performance.now();
-    const ms = { prepare: 0, parent: 0, quiesce: 0, write: 0, record: 0 };
-    const lap = (k: keyof typeof ms, since: number) => (ms[k] = Math.round(performance.now() - since));
+    let last = performance.now();
+    /** Milliseconds since the previous lap. */
+    const lap = () => {
+      const now = performance.now();
+      const ms = Math.round(now - last);
+      last = now;
+      return ms;
+    };
     const prepared = await whileCatalogUnavailable(
       async () => {
         await dropSnapshotRefs(db, input.snapshotId);
@@ -74,8 +79,7 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
       { totalMs: CATALOG_WAIT_MS, signal },
     );
     await store.abortIncomplete(input.objectKey);
-    lap('prepare', t0);
-    const t1 = performance.now();
+    const ms = { prepare: lap(), parent: 0, quiesce: 0, write: 0, record: 0 };
     let parent: ParentManifest | undefined;
     if (prepared.parent) {
       const fetched = await fetchParentManifest(store, prepared.parent, path.join(hooks.spoolDir, `parent-${input.snapshotId}.ndjson.zst`), signal);
@@ -83,11 +87,9 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
       parent = fetched.parent;
     }
     const sizeLimits = snapshotSizeCheck(limits, prepared.usedByOthers);
-    lap('parent', t1);
-    const t2 = performance.now();
+    ms.parent = lap();
     await hooks.beforeRead?.();
-    lap('quiesce', t2);
-    const t3 = performance.now();
+    ms.quiesce = lap();
     let uploaded = 0;
     const result = await writeSnapshot({
       db,
@@ -114,8 +116,7 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
           }
         : undefined,
     });
-    lap('write', t3);
-    const t4 = performance.now();
+    ms.write = lap();
     await whileCatalogUnavailable(
       () => recordChunkedSnapshot(db, input.snapshotId, {
           storedBytes: result.storedBytes,
@@ -136,7 +137,7 @@ export async function recordTree(deps: ActivityDeps, input: RecordTreeInput, tre
         logicalBytes: result.logicalBytes,
         storedBytes: result.storedBytes,
         packs: result.packs,
-        ms: { ...ms, record: Math.round(performance.now() - t4) },
+        ms: { ...ms, record: lap() },
       },
       'snapshot recorded',
     );

@@ -117,13 +117,15 @@ async function assertPortsFree(config: Config): Promise<void> {
     wanted.push({ name: 'CAGED_TEMPORAL_PORT', host: '127.0.0.1', port: config.temporal.devServerPort });
     if (config.temporal.devServerUiPort !== 0) wanted.push({ name: 'CAGED_TEMPORAL_UI_PORT', host: '127.0.0.1', port: config.temporal.devServerUiPort });
   }
-  for (let i = 0; i < wanted.length; i++) {
-    for (let j = i + 1; j < wanted.length; j++) {
-      if (wanted[i]!.port !== 0 && wanted[i]!.port === wanted[j]!.port) {
-        const uiNote = wanted[j]!.name === 'CAGED_TEMPORAL_UI_PORT' ? ' (the UI defaults to CAGED_TEMPORAL_PORT + 1000; 0 turns it off)' : '';
-        throw new Error(`${wanted[i]!.name} and ${wanted[j]!.name} are both ${wanted[i]!.port}; give them different ports${uiNote}`);
-      }
+  const named = new Map<number, string>();
+  for (const w of wanted) {
+    if (w.port === 0) continue;
+    const other = named.get(w.port);
+    if (other) {
+      const uiNote = w.name === 'CAGED_TEMPORAL_UI_PORT' ? ' (the UI defaults to CAGED_TEMPORAL_PORT + 1000; 0 turns it off)' : '';
+      throw new Error(`${other} and ${w.name} are both ${w.port}; give them different ports${uiNote}`);
     }
+    named.set(w.port, w.name);
   }
   for (const w of wanted) {
     if (w.name === 'CAGED_TEMPORAL_PORT' || w.port === 0) continue;

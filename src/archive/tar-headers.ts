@@ -183,7 +183,8 @@ export class TarHeaderScanner {
     }
     checkSum(h);
     // GNU tar takes the ustar prefix on the magic alone; node-tar also wants version "00".
-    if (h.toString('latin1', 257, 263) === 'ustar\0' && h.toString('latin1', 263, 265) !== '00') {
+    const ustar = h.toString('latin1', 257, 263) === 'ustar\0';
+    if (ustar && h.toString('latin1', 263, 265) !== '00') {
       throw new AmbiguousHeader(`ustar header of ${JSON.stringify(field(h, 0, 100))} with version ${JSON.stringify(h.toString('latin1', 263, 265))}`);
     }
     let type = h[156] === 0 ? '0' : String.fromCharCode(h[156]!);
@@ -204,8 +205,8 @@ export class TarHeaderScanner {
     if (p.paxPath !== undefined && p.longPath !== undefined) throw new AmbiguousHeader('both a PAX path and a GNU long name for one entry');
     if (p.paxLinkpath !== undefined && p.longLinkpath !== undefined) throw new AmbiguousHeader('both a PAX linkpath and a GNU long link name for one entry');
     let path = field(h, 0, 100);
-    // The POSIX ustar prefix, as node-tar reads it (GNU's own magic keeps other data there).
-    if (h.toString('latin1', 257, 265) === 'ustar\u000000') {
+    // The POSIX ustar prefix (version "00", checked above), as node-tar reads it; GNU's own magic keeps other data there.
+    if (ustar) {
       const prefix = h[475] !== 0 ? field(h, 345, 155) : field(h, 345, 130);
       if (prefix) path = `${prefix}/${path}`;
     }

@@ -62,10 +62,15 @@ export function padded(data: Buffer): Buffer {
 }
 
 export function paxRecord(key: string, value: string): string {
-  const body = ` ${key}=${value}\n`;
-  let len = Buffer.byteLength(body) + 1;
-  while (String(len).length + Buffer.byteLength(body) !== len) len = String(len).length + Buffer.byteLength(body);
-  return `${len}${body}`;
+  return withPaxLength(` ${key}=${value}\n`);
+}
+
+/** A PAX record of exactly this text after its length prefix (which counts itself). */
+export function withPaxLength(rest: string): string {
+  const bytes = Buffer.byteLength(rest);
+  let len = bytes + 1;
+  while (String(len).length + bytes !== len) len = String(len).length + bytes;
+  return `${len}${rest}`;
 }
 
 /** An uncompressed tar stream of exactly these entries (and, unless eof is false, the end-of-archive marker). */
