@@ -99,6 +99,7 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     expect(describeFullTree(restored).find((e) => e.path === 'proj/sparse.img')?.sparse).toBe(true);
     // A time before 1970 comes back as itself (Node's utimes takes a negative number for "now").
     expect(fs.lstatSync(path.join(restored, 'proj/before-1970.txt'), { bigint: true }).mtimeNs).toBe(-1_500_250_000_000n);
+
     // Times below the microsecond: the manifest keeps nanoseconds, the restore sets the nearest
     // time utimes can express (a double: within 120 ns today), never a truncated microsecond.
     const mtimes = (root: string) => ['proj/src/main.py', 'proj'].map((p) => fs.lstatSync(path.join(root, p), { bigint: true }).mtimeNs);
@@ -106,6 +107,17 @@ describe.each(['fs', 's3'] as const)('chunked snapshots on the %s store', (kind)
     expect([fileNs! % 1000n, dirNs! % 1000n]).not.toEqual([0n, 0n]);
     const [gotFile, gotDir] = mtimes(restored);
     for (const [got, want] of [[gotFile!, fileNs!], [gotDir!, dirNs!]] as const) expect(got > want ? got - want : want - got).toBeLessThanOrEqual(120n);
+  });
+
+  it("a time a nanosecond before a whole second stays in its second (its nearest double is the next one)", async () => {
+    const tree = fs.mkdtempSync(path.join(work, 'tree-'));
+    fs.writeFileSync(path.join(tree, 'last-ns-of-1999.txt'), '');
+    execFileSync('touch', ['-h', '-d', '@946684799.999999999', path.join(tree, 'last-ns-of-1999.txt')]);
+    const s = await snapshot(tree);
+    const restored = await restore(s.key, s.sha256);
+    const ns = fs.lstatSync(path.join(restored, 'last-ns-of-1999.txt'), { bigint: true }).mtimeNs;
+    expect(ns / 1_000_000_000n).toBe(946_684_799n);
+    expect(946_684_799_999_999_999n - ns).toBeLessThanOrEqual(1000n);
   });
 
   it('for an import, refuses a FIFO or a setuid file in the extracted tree (whatever the extractor made of the archive)', async () => {

@@ -225,6 +225,7 @@ describe('validateTarGz: symlinks', () => {
     ['to a directory', [{ name: 'd/', type: '5' }, { name: 'hard', type: '1', linkname: 'd' }], 'not a regular file earlier in the archive'],
     ['to a symlink', [{ name: 'f', data: Buffer.from('x') }, { name: 's', type: '2', linkname: 'f' }, { name: 'hard', type: '1', linkname: 's' }], 'not a regular file earlier in the archive: "hard" -> "s"'],
     ['through a symlinked directory', [{ name: 'd/f', data: Buffer.from('x') }, { name: 'e', type: '2', linkname: 'd' }, { name: 'hard', type: '1', linkname: 'e/f' }], 'not a regular file earlier in the archive'],
+    ['whose target ends in a slash', [{ name: 'f', data: Buffer.from('x') }, { name: 'hard', type: '1', linkname: 'f/' }], "hardlink target ends in '/'"],
     ['carrying data', [{ name: 'f', data: Buffer.from('x') }, { name: 'hard', type: '1', linkname: 'f', data: Buffer.from('y') }], '"hard", an entry of type "1", declares 1 bytes of data'],
     // The parser itself refuses an empty link name.
     ['without a target', [{ name: 'hard', type: '1', linkname: '' }], 'invalid tar data at "hard"'],

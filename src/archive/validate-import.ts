@@ -451,6 +451,10 @@ class TarValidator {
    */
   private checkHardlinkTarget(name: string, target: string): void {
     if (target === '') throw invalid(`hardlink without a target: ${q(name)}`);
+    // GNU tar fails "Not a directory" on 'f/'; a name that is not UTF-8 node-tar shows with U+FFFD,
+    // so the file it names cannot be told from others here.
+    if (target.endsWith('/')) throw invalid(`hardlink target ends in '/': ${q(name)} -> ${q(target)}`);
+    if (target.includes('\ufffd')) throw invalid(`hardlink target is not UTF-8: ${q(name)}`);
     let segments: string[];
     try {
       segments = this.checkPath(target);
